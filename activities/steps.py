@@ -1,0 +1,559 @@
+"""Step handlers: one activity per step type, touching the worker's shell, git and HTTP.
+
+A user-visible step failure (non-zero exit, unreachable ref, a 4xx from a notify target)
+raises a non-retryable ``ApplicationError`` of type ``StepFailed`` carrying the step's
+outputs; the workflow decides about user-level retries. Anything else (a worker crash, a
+database hiccup) is an infrastructure error that Temporal retries.
+
+Secrets never travel through Temporal: the workflow passes placeholders and the names of
+the secrets a step references; the activity loads and decrypts them, substitutes them, and
+masks them (and their encodings) in everything it writes or returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.custom_handlers import CustomStepContext, CustomStepFailed, custom_handler, handler_names
+from activities.masking import Masker
+from db.crypto import InvalidToken, SecretBox
+from db.models import Secret, StepLogChunk
+from settings import Settings
+
+STEP_FAILED = "StepFailed"
+LOG_FLUSH_SECONDS = 0.2
+LOG_FLUSH_LINES = 200
+HEARTBEAT_SECONDS = 1.0
+KILL_GRACE_SECONDS = 3.0
+
+
+@dataclass
+class StepInput:
+    run_id: int
+    account_id: int
+    pipeline_id: int
+    step_id: str
+    step_name: str
+    attempt: int
+    params: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    secret_names: list[str] = field(default_factory=list)
+    secret_placeholder_prefix: str = ""
+    run_number: int = 0
+
+
+@dataclass
+class StepResult:
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def step_failed(message: str, outputs: dict[str, Any] | None = None) -> ApplicationError:
+    return ApplicationError(message, outputs or {}, type=STEP_FAILED, non_retryable=True)
+
+
+def secret_placeholder(prefix: str, name: str) -> str:
+    """The text that stands for a secret in workflow-rendered values."""
+    return f"{prefix}{name}__"
+
+
+class StepLogWriter:
+    """Buffers a step's log lines and writes them as numbered chunks, masked and capped."""
+
+    def __init__(self, sessions: sessionmaker[Session], inp: StepInput, masker: Masker, cap_bytes: int) -> None:
+        self._sessions = sessions
+        self._inp = inp
+        self._masker = masker
+        self._cap = cap_bytes
+        self._lines: list[str] = []
+        self._written = 0
+        self._truncated = False
+        self._last_flush = time.monotonic()
+        with sessions() as session:
+            last = session.scalar(
+                select(func.max(StepLogChunk.seq)).where(
+                    StepLogChunk.run_id == inp.run_id,
+                    StepLogChunk.step_id == inp.step_id,
+                    StepLogChunk.attempt == inp.attempt,
+                )
+            )
+        self._seq = last or 0
+        if self._seq:
+            # An earlier try of this attempt was interrupted (worker restart): say so in the log.
+            self._lines.append("[devops] the worker running this step stopped; running the step again")
+
+    def line(self, text: str) -> None:
+        if self._truncated:
+            return
+        text = self._masker.mask(text.rstrip("\n"))
+        size = len(text.encode()) + 1
+        if self._written + size > self._cap:
+            self._truncated = True
+            self._lines.append(f"[devops] log truncated: this step's output exceeded {self._cap} bytes")
+            return
+        self._written += size
+        self._lines.append(text)
+
+    def due(self) -> bool:
+        return bool(self._lines) and (
+            len(self._lines) >= LOG_FLUSH_LINES or time.monotonic() - self._last_flush >= LOG_FLUSH_SECONDS
+        )
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._lines:
+            return
+        content = "\n".join(self._lines)
+        self._lines = []
+        self._seq += 1
+        with self._sessions.begin() as session:
+            session.add(StepLogChunk(run_id=self._inp.run_id, step_id=self._inp.step_id,
+                                     attempt=self._inp.attempt, seq=self._seq, content=content))
+
+    async def aflush(self) -> None:
+        if self._lines:
+            await asyncio.to_thread(self.flush)
+
+
+class StepActivities:
+    """The step handlers. Clients and settings are injected so tests hand in real local ones."""
+
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session],
+                 http_client: httpx.AsyncClient | None = None) -> None:
+        self._settings = settings
+        self._sessions = session_factory
+        self._box = SecretBox(settings.secret_key, settings.old_secret_keys)
+        self._http = http_client
+
+    # ---- shared plumbing -------------------------------------------------------------
+
+    def workspace(self, run_id: int) -> Path:
+        path = self._settings.resolved_workspace_dir / f"run-{run_id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _load_secrets(self, inp: StepInput) -> dict[str, str]:
+        if not inp.secret_names:
+            return {}
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(Secret).where(Secret.account_id == inp.account_id, Secret.name.in_(inp.secret_names))
+            ).all()
+        values: dict[str, str] = {}
+        for row in rows:
+            try:
+                values[row.name] = self._box.decrypt(row.encrypted_value)
+            except InvalidToken:
+                raise step_failed(f"secret '{row.name}' cannot be decrypted with the configured keys") from None
+        missing = sorted(set(inp.secret_names) - set(values))
+        if missing:
+            raise step_failed(f"secret(s) not defined in this account: {', '.join(missing)}")
+        return values
+
+    def _prepare(self, inp: StepInput) -> tuple[dict[str, Any], dict[str, str], Masker]:
+        """Substitute secret placeholders into params and env; return them with a masker."""
+        secrets = self._load_secrets(inp)
+        masker = Masker(secrets.values())
+        if not secrets:
+            return inp.params, dict(inp.env), masker
+        replacements = {secret_placeholder(inp.secret_placeholder_prefix, k): v for k, v in secrets.items()}
+        pattern = re.compile("|".join(re.escape(k) for k in replacements))
+
+        def substitute(value: Any) -> Any:
+            if isinstance(value, str):
+                return pattern.sub(lambda m: replacements[m.group(0)], value)
+            if isinstance(value, dict):
+                return {k: substitute(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [substitute(v) for v in value]
+            return value
+
+        return substitute(inp.params), {k: substitute(v) for k, v in inp.env.items()}, masker
+
+    def _log_writer(self, inp: StepInput, masker: Masker) -> StepLogWriter:
+        return StepLogWriter(self._sessions, inp, masker, self._settings.step_log_cap_bytes)
+
+    def _base_env(self, inp: StepInput, workspace: Path, env: dict[str, str]) -> dict[str, str]:
+        base = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "CI": "true",
+            "DEVOPS": "true",
+            "DEVOPS_WORKSPACE": str(workspace),
+            "DEVOPS_RUN_ID": str(inp.run_id),
+            "DEVOPS_RUN_NUMBER": str(inp.run_number),
+            "DEVOPS_PIPELINE_ID": str(inp.pipeline_id),
+            "DEVOPS_STEP_ID": inp.step_id,
+            "DEVOPS_STEP_ATTEMPT": str(inp.attempt),
+        }
+        base.update({k: str(v) for k, v in env.items()})
+        return base
+
+    # ---- run_tests -------------------------------------------------------------------
+
+    @activity.defn(name="step_run_tests")
+    async def run_tests(self, inp: StepInput) -> StepResult:
+        """Run ``with.command`` with ``sh -e`` in the run's workspace, streaming its output into
+        the step log. Outputs are ``key=value`` lines written to ``$DEVOPS_OUTPUT``; with
+        ``with.junit`` the JUnit XML counts become outputs too."""
+        params, env, masker = await asyncio.to_thread(self._prepare, inp)
+        command = params.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise step_failed("run_tests needs `with.command`: the shell command to run")
+        workspace = self.workspace(inp.run_id)
+        cwd = _inside(workspace, params.get("working_directory", "."), "working_directory")
+        cwd.mkdir(parents=True, exist_ok=True)
+        state_dir = workspace / ".devops"
+        state_dir.mkdir(exist_ok=True)
+        output_file = state_dir / f"output-{inp.step_id}-{inp.attempt}"
+        output_file.write_text("")
+        pid_file = state_dir / f"pgid-{inp.step_id}-{inp.attempt}"
+        _kill_leftover_process_group(pid_file)
+
+        proc_env = self._base_env(inp, workspace, env if isinstance(env, dict) else {})
+        step_env = params.get("env") or {}
+        if not isinstance(step_env, dict):
+            raise step_failed("`with.env` must map environment variable names to values")
+        proc_env.update({str(k): _env_text(v) for k, v in step_env.items()})
+        proc_env["DEVOPS_OUTPUT"] = str(output_file)
+
+        log = await asyncio.to_thread(self._log_writer, inp, masker)
+        shell = "bash" if shutil.which("bash") else "sh"
+        argv = [shell, "-e", "-o", "pipefail", "-c", command] if shell == "bash" else [shell, "-e", "-c", command]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=proc_env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        )
+        pid_file.write_text(str(proc.pid))
+        try:
+            await self._pump(proc, log)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            log.line("[devops] step cancelled: stopping its processes")
+            await _terminate(proc)
+            await log.aflush()
+            raise
+        finally:
+            if proc.returncode is None:
+                await _terminate(proc)
+            _kill_group_quietly(proc.pid)
+            pid_file.unlink(missing_ok=True)
+        outputs = masker.mask_value(_read_outputs(output_file))
+        junit = params.get("junit")
+        if junit:
+            outputs.update(_junit_counts(_inside(workspace, junit, "junit")))
+        if code != 0:
+            log.line(f"[devops] command exited with code {code}")
+        await log.aflush()
+        if code != 0:
+            raise step_failed(f"command exited with code {code}", outputs)
+        return StepResult(outputs=outputs)
+
+    async def _pump(self, proc: asyncio.subprocess.Process, log: StepLogWriter) -> None:
+        """Copy the process output into the log, heartbeating so cancellation reaches us."""
+        assert proc.stdout is not None
+        last_beat = 0.0
+        while True:
+            try:
+                raw = await asyncio.wait_for(proc.stdout.readline(), timeout=HEARTBEAT_SECONDS)
+            except TimeoutError:
+                raw = None
+            except ValueError:  # a line longer than the stream limit: take what is buffered
+                raw = await proc.stdout.read(64 * 1024)
+            if raw == b"":
+                break
+            if raw is not None:
+                log.line(raw.decode(errors="replace"))
+            now = time.monotonic()
+            if now - last_beat >= HEARTBEAT_SECONDS:
+                activity.heartbeat()
+                last_beat = now
+            if log.due():
+                await log.aflush()
+
+    # ---- checkout --------------------------------------------------------------------
+
+    @activity.defn(name="step_checkout")
+    async def checkout(self, inp: StepInput) -> StepResult:
+        """Clone or fetch ``with.repository`` at ``with.ref`` into the workspace (``with.path``).
+        Outputs ``commit`` (the full SHA), ``branch`` (when the ref is a branch) and ``path``."""
+        params, env, masker = await asyncio.to_thread(self._prepare, inp)
+        url = params.get("repository")
+        if not isinstance(url, str) or not url.strip():
+            raise step_failed("checkout needs `with.repository`: a git URL or path")
+        if url.startswith("-") or url.lower().startswith("ext::"):
+            raise step_failed("`with.repository` is not a valid repository URL")
+        ref = str(params.get("ref") or "HEAD")
+        if ref.startswith("-") or any(c.isspace() for c in ref):
+            raise step_failed(f"`with.ref` {ref!r} is not a valid git ref")
+        depth = params.get("depth", 1)
+        if not isinstance(depth, int) or depth < 0:
+            raise step_failed("`with.depth` must be a whole number (0 fetches the full history)")
+        workspace = self.workspace(inp.run_id)
+        target = _inside(workspace, params.get("path", "."), "path")
+        target.mkdir(parents=True, exist_ok=True)
+        log = await asyncio.to_thread(self._log_writer, inp, masker)
+        git_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+                   "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+        base = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"]
+
+        async def git(*args: str, check: bool = True) -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                *base, *args, cwd=target, env=git_env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                out, _ = await proc.communicate()
+            except asyncio.CancelledError:
+                await _terminate(proc)
+                raise
+            text = masker.mask(out.decode(errors="replace"))
+            for line in text.splitlines():
+                log.line(line)
+            activity.heartbeat()
+            if check and proc.returncode != 0:
+                await log.aflush()
+                last = text.strip().splitlines()[-1] if text.strip() else "no output"
+                raise step_failed(f"git {args[0]} failed (exit {proc.returncode}): {last}")
+            return proc.returncode or 0, text
+
+        if not (target / ".git").exists():
+            await git("init", "--quiet")
+            await git("remote", "add", "origin", url)
+        else:
+            await git("remote", "set-url", "origin", url)
+        fetch = ["fetch", "--quiet", "--no-tags"]
+        if depth:
+            fetch += ["--depth", str(depth)]
+        await git(*fetch, "origin", ref)
+        await git("checkout", "--quiet", "--force", "FETCH_HEAD")
+        _, sha = await git("rev-parse", "HEAD")
+        commit = sha.strip().splitlines()[-1]
+        outputs: dict[str, Any] = {"commit": commit, "path": str(target.relative_to(workspace)) or "."}
+        code, _ = await git("ls-remote", "--exit-code", "--heads", "origin", ref, check=False)
+        if ref != "HEAD" and code == 0:
+            outputs["branch"] = ref.removeprefix("refs/heads/")
+        elif ref == "HEAD":
+            _, head = await git("ls-remote", "--symref", "origin", "HEAD", check=False)
+            match = re.search(r"ref: refs/heads/(\S+)\s+HEAD", head)
+            if match:
+                outputs["branch"] = match.group(1)
+        log.line(f"[devops] checked out {commit}")
+        await log.aflush()
+        return StepResult(outputs=outputs)
+
+    # ---- notify ----------------------------------------------------------------------
+
+    @activity.defn(name="step_notify")
+    async def notify(self, inp: StepInput) -> StepResult:
+        """POST a JSON payload to ``with.url``, signed with HMAC-SHA256 of the body under
+        ``with.secret`` (header ``X-Devops-Signature-256: sha256=<hex>``). Loopback, private
+        and link-local targets are refused unless the settings allow them."""
+        params, _env, masker = await asyncio.to_thread(self._prepare, inp)
+        url = params.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise step_failed("notify needs `with.url`: an http(s) URL")
+        if not self._settings.notify_allow_private_targets:
+            await _refuse_private_target(url)
+        payload = params.get("payload", {})
+        body = json.dumps(
+            {"run_id": inp.run_id, "run_number": inp.run_number, "pipeline_id": inp.pipeline_id,
+             "step_id": inp.step_id, "payload": payload},
+            separators=(",", ":"), sort_keys=True,
+        ).encode()
+        delivery = f"run-{inp.run_id}-{inp.step_id}-{inp.attempt}"
+        headers = {"Content-Type": "application/json", "User-Agent": "devops-orchestrator",
+                   "X-Devops-Event": "pipeline.notify", "X-Devops-Delivery": delivery}
+        secret = params.get("secret")
+        if secret:
+            digest = hmac.new(str(secret).encode(), body, hashlib.sha256).hexdigest()
+            headers["X-Devops-Signature-256"] = f"sha256={digest}"
+        client = self._http or httpx.AsyncClient()
+        try:
+            response = await client.post(url, content=body, headers=headers, timeout=30, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            if activity.info().attempt >= 3:
+                raise step_failed(f"notify could not reach {masker.mask(url)}: {type(exc).__name__}") from None
+            raise ApplicationError(f"notify target unreachable: {type(exc).__name__}", type="NotifyUnreachable") from None
+        finally:
+            if self._http is None:
+                await client.aclose()
+        if response.status_code >= 500 and activity.info().attempt < 3:
+            raise ApplicationError(f"notify target answered {response.status_code}", type="NotifyServerError")
+        if response.status_code >= 300:
+            raise step_failed(f"notify target answered HTTP {response.status_code}",
+                              {"status_code": response.status_code})
+        return StepResult(outputs={"status_code": response.status_code, "delivery": delivery})
+
+    # ---- custom ----------------------------------------------------------------------
+
+    @activity.defn(name="step_custom")
+    async def custom(self, inp: StepInput) -> StepResult:
+        """Run the handler named by ``with.handler`` from the custom handler registry."""
+        name = inp.params.get("handler")
+        handler = custom_handler(str(name)) if name else None
+        if handler is None:
+            raise step_failed(
+                f"no custom handler named {name!r} is registered; registered: {', '.join(handler_names())}"
+            )
+        params, env, masker = (
+            await asyncio.to_thread(self._prepare, inp) if inp.secret_names else (inp.params, inp.env, Masker())
+        )
+        log_lines: list[str] = []
+        ctx = CustomStepContext(run_id=inp.run_id, step_id=inp.step_id, attempt=inp.attempt, params=params,
+                                env=env, workspace=self._settings.resolved_workspace_dir / f"run-{inp.run_id}",
+                                log=log_lines.append)
+        try:
+            outputs = await handler(ctx)
+        except CustomStepFailed as exc:
+            outputs, failure = {}, str(exc)
+        else:
+            failure = None
+        if log_lines or failure:
+            log = await asyncio.to_thread(self._log_writer, inp, masker)
+            for line in [*log_lines, *([f"[devops] {failure}"] if failure else [])]:
+                log.line(line)
+            await log.aflush()
+        if failure:
+            raise step_failed(masker.mask(failure))
+        return StepResult(outputs=masker.mask_value(outputs or {}))
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _env_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _inside(root: Path, relative: Any, field_name: str) -> Path:
+    """Resolve a user path under the workspace, refusing escapes."""
+    if not isinstance(relative, str):
+        raise step_failed(f"`with.{field_name}` must be a path relative to the workspace")
+    path = (root / relative).resolve()
+    if path != root.resolve() and root.resolve() not in path.parents:
+        raise step_failed(f"`with.{field_name}` must stay inside the workspace")
+    return path
+
+
+_HEREDOC = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)<<(\S+)$")
+
+
+def _read_outputs(path: Path) -> dict[str, str]:
+    """``key=value`` lines, plus GitHub's ``key<<DELIM`` multi-line form."""
+    outputs: dict[str, str] = {}
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        heredoc = _HEREDOC.match(line)
+        if heredoc:
+            key, delimiter = heredoc.groups()
+            body: list[str] = []
+            i += 1
+            while i < len(lines) and lines[i] != delimiter:
+                body.append(lines[i])
+                i += 1
+            outputs[key] = "\n".join(body)
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            if key.strip():
+                outputs[key.strip()] = value
+        i += 1
+    return outputs
+
+
+def _junit_counts(path: Path) -> dict[str, int]:
+    if not path.exists():
+        raise step_failed(f"JUnit report not found at {path.name}")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise step_failed(f"JUnit report is not valid XML: {exc}") from None
+    suites = [root] if root.tag == "testsuite" else root.findall(".//testsuite")
+    total = failed = skipped = 0
+    for suite in suites:
+        total += int(suite.get("tests", 0))
+        failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped += int(suite.get("skipped", suite.get("disabled", 0)) or 0)
+    return {"total": total, "failed": failed, "skipped": skipped, "passed": total - failed - skipped}
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, then SIGKILL after a grace period."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=KILL_GRACE_SECONDS)
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(proc.wait(), timeout=KILL_GRACE_SECONDS)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _kill_group_quietly(pgid: int) -> None:
+    """Leave no background child of the step behind."""
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _kill_leftover_process_group(pid_file: Path) -> None:
+    """A worker that died mid-step leaves its step's processes running; kill them first."""
+    try:
+        pgid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    _signal_group(pgid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+async def _refuse_private_target(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise step_failed(f"notify target host {host!r} does not resolve") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (address.is_loopback or address.is_private or address.is_link_local or address.is_reserved
+                or address.is_multicast or address.is_unspecified):
+            raise step_failed(
+                f"notify target {host} resolves to {address}, a loopback, private or link-local address; "
+                "refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal targets)"
+            )
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat()

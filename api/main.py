@@ -1,0 +1,52 @@
+"""The FastAPI application: ``uvicorn api.main:app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from temporalio.client import Client
+
+from api.routes import health, pipeline_runs, pipelines, secrets
+from api.temporal import TemporalGateway
+from db.session import make_engine, make_session_factory
+from settings import Settings, get_settings
+
+API_PREFIX = "/api/v1/devops"
+
+
+def create_app(settings: Settings | None = None, temporal_client: Client | None = None) -> FastAPI:
+    """Build the app. Tests pass their own settings and an already connected client."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.resolved_database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_session_factory(engine)
+        app.state.temporal = TemporalGateway(settings, temporal_client)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="DevOps orchestration API",
+        version="0.1.0",
+        description="CI/CD pipelines run durably on Temporal. Authenticate with `Authorization: Bearer <API token>`.",
+        lifespan=lifespan,
+    )
+    devops = APIRouter(prefix=API_PREFIX)
+    devops.include_router(pipelines.router)
+    devops.include_router(pipeline_runs.router)
+    devops.include_router(secrets.router)
+    app.include_router(devops)
+    app.include_router(health.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app` builds the app on first access, not at import time.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

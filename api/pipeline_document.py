@@ -1,0 +1,344 @@
+"""The pipeline document: the YAML/JSON users write, validated completely on save.
+
+Validation names the field that is wrong (``steps[1].with.env.R``) and why: unknown step
+type, duplicate step id, expression syntax, a reference to a step that does not exist or
+comes later, a `${{ }}` inside shell text, bad cron, limits. ``to_document`` is the inverse
+of storing, so export then import is lossless.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from workflows import expressions
+from workflows.step_types import STEP_TYPES
+
+PIPELINE_TYPES = ("review", "implement", "security", "deploy", "custom")
+EXPRESSION_CONTEXTS = {"inputs", "steps", "trigger", "run", "env", "secrets", "pipeline"}
+STEP_PROPERTIES = {"outputs", "status", "outcome", "conclusion"}
+# Fields whose text becomes shell source: an expression there would be an injection.
+SHELL_TEXT_FIELDS = ("command", "script", "shell")
+IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputDeclaration(_Strict):
+    type: Literal["string", "number", "boolean", "choice"] = "string"
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    options: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> InputDeclaration:
+        if self.type == "choice" and not self.options:
+            raise PydanticCustomError("choice_options", "a choice input needs a non-empty `options` list")
+        if self.default is not None:
+            coerce_input(self, self.default)
+        return self
+
+
+class RetrySpec(_Strict):
+    max_attempts: int = Field(1, ge=1, le=10)
+    delay_seconds: float = Field(0, ge=0, le=3600)
+
+
+class ApprovalSpec(_Strict):
+    timeout_minutes: int = Field(1440, ge=1, le=43200)
+    recipients: list[str] = Field(default_factory=list)
+    require_comment: bool = False
+    allow_self_approval: bool = False
+    min_approvals: int = Field(1, ge=1, le=20)
+
+
+class StepDocument(_Strict):
+    id: Annotated[str, Field(pattern=IDENT)]
+    name: str | None = Field(None, max_length=200)
+    type: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    if_: str | None = Field(None, alias="if")
+    continue_on_error: bool = False
+    timeout_minutes: int | None = Field(None, ge=1, le=360)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    requires_approval: bool = False
+    approval: ApprovalSpec | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in STEP_TYPES:
+            raise PydanticCustomError(
+                "step_type", "unknown step type '{value}'; expected one of: {known}",
+                {"value": value, "known": ", ".join(STEP_TYPES)},
+            )
+        return value
+
+
+class BranchFilter(_Strict):
+    branches: list[str] | None = None
+    branches_ignore: list[str] | None = None
+    tags: list[str] | None = None
+    tags_ignore: list[str] | None = None
+    paths: list[str] | None = None
+    paths_ignore: list[str] | None = None
+
+
+class PullRequestTrigger(BranchFilter):
+    types: list[Literal["opened", "closed", "merged", "synchronize", "reopened"]] | None = None
+
+
+class EventTypesTrigger(_Strict):
+    types: list[str] | None = None
+    command_prefix: str | None = None
+
+
+class ScheduleTrigger(_Strict):
+    cron: str
+    timezone: str = "UTC"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise PydanticCustomError(
+                "cron", "'{value}' is not a valid 5-field cron expression (minute hour day month weekday)",
+                {"value": value},
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise PydanticCustomError("timezone", "unknown time zone '{value}'", {"value": value}) from None
+        return value
+
+
+class Triggers(_Strict):
+    manual: dict[str, Any] | None = None
+    workflow_dispatch: dict[str, Any] | None = None
+    push: BranchFilter | None = None
+    pull_request: PullRequestTrigger | None = None
+    issue: EventTypesTrigger | None = None
+    issue_comment: EventTypesTrigger | None = None
+    release: EventTypesTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+
+
+class PipelineDocument(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    slug: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")] | None = None
+    description: str = Field("", max_length=5000)
+    pipeline_type: Literal["review", "implement", "security", "deploy", "custom"] = "custom"
+    allow_concurrent: bool = True
+    timeout_minutes: int = Field(60, ge=1, le=360)
+    runner_labels: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list)
+    features: dict[str, Any] = Field(default_factory=dict)
+    is_active: bool = True
+    inputs: dict[Annotated[str, Field(pattern=IDENT)], InputDeclaration] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    triggers: Triggers = Field(default_factory=Triggers)
+    steps: list[StepDocument] = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineDocument:
+        errors: list[dict[str, Any]] = []
+        for name in self.env:
+            if not ENV_NAME.match(name):
+                errors.append(_err(("env", name), "env_name", f"'{name}' is not a valid environment variable name"))
+        for path, text in _strings(self.env, ("env",)):
+            errors += _check_expressions(path, text, set(), self.inputs)
+        seen: set[str] = set()
+        for index, step in enumerate(self.steps):
+            base: tuple[Any, ...] = ("steps", index)
+            if step.id in seen:
+                errors.append(_err((*base, "id"), "duplicate_step_id", f"duplicate step id '{step.id}'"))
+            if step.if_ is not None:
+                errors += _check_expressions((*base, "if"), step.if_, seen, self.inputs, bare=True)
+            for path, text in _strings(step.with_, (*base, "with")):
+                if path[-1] in SHELL_TEXT_FIELDS and len(path) == len(base) + 2 and expressions.has_templates(text):
+                    errors.append(_err(path, "expression_in_shell",
+                        "expressions are not allowed in shell text; pass the value through env "
+                        "(env: {NAME: '${{ ... }}'}) and use \"$NAME\" in the command"))
+                    continue
+                errors += _check_expressions(path, text, seen, self.inputs)
+            env = step.with_.get("env")
+            if env is not None and not (isinstance(env, dict) and all(ENV_NAME.match(str(k)) for k in env)):
+                errors.append(_err((*base, "with", "env"), "env_name",
+                                   "env must map environment variable names to values"))
+            seen.add(step.id)
+        if errors:
+            raise ValidationError.from_exception_data("PipelineDocument", errors)  # type: ignore[arg-type]
+        return self
+
+    def resolved_slug(self) -> str:
+        return self.slug or slugify(self.name)
+
+
+def _err(loc: tuple[Any, ...], kind: str, message: str) -> dict[str, Any]:
+    return {"type": PydanticCustomError(kind, message), "loc": loc, "input": None}
+
+
+def _strings(value: Any, path: tuple[Any, ...]):
+    """Every string inside nested dicts/lists, with its path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
+
+
+def _check_expressions(
+    path: tuple[Any, ...], text: str, earlier_steps: set[str], inputs: dict[str, InputDeclaration],
+    *, bare: bool = False,
+) -> list[dict[str, Any]]:
+    try:
+        if bare and not expressions.has_templates(text):
+            sources = [text]
+        else:
+            sources = [inner for _start, _end, inner in expressions.find_templates(text)]
+        errors = []
+        for source in sources:
+            for ref in expressions.references(expressions.parse(source)):
+                problem = _reference_problem(ref, earlier_steps, inputs)
+                if problem:
+                    errors.append(_err(path, "expression_reference", problem))
+        return errors
+    except expressions.ExpressionError as exc:
+        return [_err(path, "expression_syntax", f"invalid expression: {exc.message}")]
+
+
+def _reference_problem(ref: tuple[str, ...], earlier: set[str], inputs: dict[str, InputDeclaration]) -> str | None:
+    context = ref[0]
+    if context not in EXPRESSION_CONTEXTS:
+        return f"unknown context '{context}'; expected one of: {', '.join(sorted(EXPRESSION_CONTEXTS))}"
+    if context == "inputs" and len(ref) > 1 and ref[1] not in inputs:
+        return f"input '{ref[1]}' is not declared under `inputs`"
+    if context == "steps" and len(ref) > 1:
+        if ref[1] not in earlier:
+            return f"step '{ref[1]}' does not exist or does not come before this step"
+        if len(ref) > 2 and ref[2] not in STEP_PROPERTIES:
+            return f"steps.{ref[1]}.{ref[2]} is not a step property; expected one of: {', '.join(sorted(STEP_PROPERTIES))}"
+    return None
+
+
+def coerce_input(declaration: InputDeclaration, value: Any) -> Any:
+    """Check one run input against its declaration and return its typed value."""
+    kind = declaration.type
+    if kind == "string" and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    if kind == "number" and isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    if kind == "number" and isinstance(value, str):
+        try:
+            return int(value) if re.fullmatch(r"-?\d+", value.strip()) else float(value)
+        except ValueError:
+            pass
+    if kind == "boolean" and isinstance(value, bool):
+        return value
+    if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if kind == "choice" and isinstance(value, str) and value in (declaration.options or []):
+        return value
+    if kind == "choice":
+        raise PydanticCustomError("input_choice", "must be one of: {options}",
+                                  {"options": ", ".join(declaration.options or [])})
+    raise PydanticCustomError("input_type", "expected a {kind}, got {value!r}", {"kind": kind, "value": value})
+
+
+def resolve_run_inputs(declared: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Typed run inputs from the declaration (defaults applied) and the caller's values, plus
+    FastAPI-shaped error entries naming each bad field."""
+    errors: list[dict[str, Any]] = []
+    resolved: dict[str, Any] = {}
+    declarations = {name: InputDeclaration.model_validate(spec) for name, spec in declared.items()}
+    for name in given:
+        if name not in declarations:
+            errors.append({"loc": ["body", "inputs", name], "type": "unknown_input",
+                           "msg": f"unknown input '{name}'; declared inputs: {', '.join(declarations) or 'none'}"})
+    for name, declaration in declarations.items():
+        if name in given and given[name] is not None:
+            try:
+                resolved[name] = coerce_input(declaration, given[name])
+            except PydanticCustomError as exc:
+                errors.append({"loc": ["body", "inputs", name], "type": exc.type, "msg": exc.message()})
+        elif declaration.default is not None:
+            resolved[name] = coerce_input(declaration, declaration.default)
+        elif declaration.required:
+            errors.append({"loc": ["body", "inputs", name], "type": "missing", "msg": "this input is required"})
+        else:
+            resolved[name] = "" if declaration.type in ("string", "choice") else None
+    return resolved, errors
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return (slug or "pipeline")[:100]
+
+
+def parse_yaml(text: str) -> Any:
+    """Load YAML safely; a syntax error becomes a ValueError naming the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"invalid YAML{where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"invalid YAML: {exc}") from None
+
+
+def dump_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+def step_snapshot(step: StepDocument) -> dict[str, Any]:
+    """The document form of one step, as stored in a run's snapshot and exported."""
+    data: dict[str, Any] = {"id": step.id, "name": step.name or step.id, "type": step.type}
+    if step.if_ is not None:
+        data["if"] = step.if_
+    data["continue_on_error"] = step.continue_on_error
+    if step.timeout_minutes is not None:
+        data["timeout_minutes"] = step.timeout_minutes
+    data["retry"] = step.retry.model_dump()
+    if step.requires_approval or step.approval is not None:
+        data["requires_approval"] = step.requires_approval
+        data["approval"] = (step.approval or ApprovalSpec()).model_dump()
+    data["with"] = step.with_
+    return data
+
+
+def normalized(document: PipelineDocument) -> dict[str, Any]:
+    """The full, explicit document (defaults written out), in a stable key order."""
+    return {
+        "name": document.name,
+        "slug": document.resolved_slug(),
+        "description": document.description,
+        "pipeline_type": document.pipeline_type,
+        "allow_concurrent": document.allow_concurrent,
+        "timeout_minutes": document.timeout_minutes,
+        "runner_labels": list(document.runner_labels),
+        "features": document.features,
+        "is_active": document.is_active,
+        "inputs": {name: decl.model_dump(exclude_none=True) for name, decl in document.inputs.items()},
+        "env": document.env,
+        "triggers": document.triggers.model_dump(exclude_none=True),
+        "steps": [step_snapshot(step) for step in document.steps],
+    }

@@ -1,0 +1,195 @@
+"""Pipeline runs: list, show, cancel, retry, logs (the seed's PipelineRunsController)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Annotated, Any
+
+from anyio import from_thread
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import func, select
+
+from api import errors, services
+from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
+from api.schemas import (
+    PipelineRunPublic,
+    PipelineRunsPublic,
+    RunLogsPublic,
+    StepAttemptPublic,
+    StepExecutionPublic,
+    StepLogPublic,
+)
+from api.temporal import TemporalGateway
+from db.models import PipelineRun, RunEvent, StepExecution, StepLogChunk
+from workflows.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
+
+router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
+
+MAX_WAIT_SECONDS = 60
+
+
+def _steps_public(run: PipelineRun) -> list[StepExecutionPublic]:
+    by_step: dict[str, list[StepExecution]] = defaultdict(list)
+    for row in run.steps:
+        by_step[row.step_id].append(row)
+    result = []
+    for position, step in enumerate(run.pipeline_snapshot.get("steps", [])):
+        rows = sorted(by_step.get(step["id"], []), key=lambda r: r.attempt)
+        latest = rows[-1] if rows else None
+        result.append(StepExecutionPublic(
+            step_id=step["id"], name=step.get("name") or step["id"], type=step["type"], position=position,
+            status=latest.status if latest else "pending", attempts=len(rows),
+            outputs=latest.outputs if latest else {}, error=latest.error if latest else None,
+            started_at=rows[0].started_at if rows else None, finished_at=latest.finished_at if latest else None,
+            reused_from_run_id=latest.reused_from_run_id if latest else None,
+            history=[StepAttemptPublic(attempt=r.attempt, status=r.status, outputs=r.outputs, error=r.error,
+                                       started_at=r.started_at, finished_at=r.finished_at) for r in rows],
+        ))
+    return result
+
+
+def run_public(run: PipelineRun, temporal: TemporalGateway, *, with_steps: bool = True) -> PipelineRunPublic:
+    duration = None
+    if run.started_at and run.finished_at:
+        duration = (run.finished_at - run.started_at).total_seconds()
+    return PipelineRunPublic(
+        id=run.id, pipeline_id=run.pipeline_id, run_number=run.run_number, status=run.status,
+        trigger_type=run.trigger_type, trigger_context=run.trigger_context, inputs=run.inputs, outputs=run.outputs,
+        error=run.error, workflow_id=run.workflow_id, temporal_ui_url=temporal.ui_url(run.workflow_id),
+        retry_of_run_id=run.retry_of_run_id, from_step=run.from_step, created_at=run.created_at,
+        started_at=run.started_at, finished_at=run.finished_at, duration_seconds=duration,
+        steps=_steps_public(run) if with_steps else None,
+    )
+
+
+@router.get("", response_model=PipelineRunsPublic)
+def list_runs(
+    session: SessionDep, caller: CurrentCaller, temporal: TemporalDep,
+    pipeline_id: int | None = None,
+    status_: Annotated[str | None, Query(alias="status", description=", ".join(RUN_STATUSES))] = None,
+    trigger_type: Annotated[str | None, Query(description=", ".join(TRIGGER_TYPES))] = None,
+    cursor: Annotated[int | None, Query(ge=1, description="the `next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> PipelineRunsPublic:
+    """Newest first, keyset-paginated by run id."""
+    if status_ is not None and status_ not in RUN_STATUSES:
+        raise errors.unprocessable([{"loc": ["query", "status"], "type": "enum",
+                                     "msg": f"unknown status '{status_}'; expected one of: {', '.join(RUN_STATUSES)}"}])
+    if trigger_type is not None and trigger_type not in TRIGGER_TYPES:
+        raise errors.unprocessable([{"loc": ["query", "trigger_type"], "type": "enum",
+                                     "msg": f"unknown trigger type '{trigger_type}'; expected one of: "
+                                            f"{', '.join(TRIGGER_TYPES)}"}])
+    query = select(PipelineRun).where(PipelineRun.account_id == caller.account_id)
+    if pipeline_id is not None:
+        query = query.where(PipelineRun.pipeline_id == pipeline_id)
+    if status_ is not None:
+        query = query.where(PipelineRun.status == status_)
+    if trigger_type is not None:
+        query = query.where(PipelineRun.trigger_type == trigger_type)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    if cursor is not None:
+        query = query.where(PipelineRun.id < cursor)
+    rows = session.scalars(query.order_by(PipelineRun.id.desc()).limit(limit + 1)).all()
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return PipelineRunsPublic(data=[run_public(r, temporal, with_steps=False) for r in rows[:limit]],
+                              count=count, next_cursor=next_cursor)
+
+
+@router.get("/{run_id}", response_model=PipelineRunPublic)
+async def show_run(
+    run_id: int, session: SessionDep, caller: CurrentCaller, temporal: TemporalDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS,
+                                 description="seconds to wait for the run to finish before answering")] = 0,
+) -> PipelineRunPublic:
+    """The run with each step's status, attempts, outputs and error. With ``wait`` the answer
+    comes when the run finishes (or when the wait is over), so callers need not poll."""
+    run = await run_in_threadpool(services.get_run, session, caller.account_id, run_id)
+    if wait and run.status not in FINISHED_RUN_STATUSES:
+        client = await temporal.client()
+        try:
+            await asyncio.wait_for(client.get_workflow_handle(run.workflow_id).result(follow_runs=True), wait)
+        except TimeoutError:
+            pass
+        except Exception:  # noqa: BLE001 - a failed or cancelled run is an answer too; the row says which
+            pass
+    return await run_in_threadpool(_fresh_run_public, session, temporal, caller.account_id, run_id)
+
+
+def _fresh_run_public(session, temporal: TemporalGateway, account_id: int, run_id: int) -> PipelineRunPublic:
+    session.expire_all()
+    run = services.get_run(session, account_id, run_id)
+    changes = from_thread.run(services.reconcile_with_temporal, temporal, run)
+    if changes:
+        for key, value in changes.items():
+            setattr(run, key, value)
+        session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=run.pipeline_id,
+                             event_type="run_completed", dedupe_key="api-reconciled",
+                             payload={"run_id": run.id, "status": run.status, "error": run.error}))
+        session.commit()
+    return run_public(run, temporal)
+
+
+@router.post("/{run_id}/cancel", response_model=PipelineRunPublic, status_code=status.HTTP_202_ACCEPTED)
+def cancel_run(run_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep) -> PipelineRunPublic:
+    """Ask the run to stop: the running step's processes are killed, the remaining steps are
+    marked cancelled. Answers 202; the run's status becomes ``cancelled`` shortly after."""
+    run = services.get_run(session, caller.account_id, run_id)
+    if run.status in FINISHED_RUN_STATUSES:
+        raise errors.conflict(f"run {run.id} already finished with status {run.status}")
+    accepted = from_thread.run(services.cancel_run_workflow, temporal, run)
+    if not accepted:
+        raise errors.conflict(f"run {run.id} is no longer running")
+    session.expire_all()
+    return run_public(services.get_run(session, caller.account_id, run_id), temporal)
+
+
+@router.post("/{run_id}/retry", response_model=PipelineRunPublic, status_code=status.HTTP_201_CREATED)
+def retry_run(
+    run_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep, settings: SettingsDep,
+    from_step: Annotated[str | None, Query(description="re-run from this step, reusing earlier steps' outputs")] = None,
+) -> PipelineRunPublic:
+    """A new run of the same pipeline definition with the same inputs and trigger context;
+    with ``from_step`` the steps before it are not run again: their outcome and outputs are
+    taken from this run."""
+    from api.routes.pipelines import start_and_describe
+
+    original = services.get_run(session, caller.account_id, run_id)
+    if original.status not in FINISHED_RUN_STATUSES:
+        raise errors.conflict(f"run {original.id} is still {original.status}; retry it when it has finished")
+    reused = services.reused_steps_for(session, original, from_step) if from_step else None
+    pipeline = services.get_pipeline(session, caller.account_id, original.pipeline_id)
+    run = services.create_run(
+        session, pipeline, trigger_type=original.trigger_type, inputs=original.inputs,
+        trigger_context=original.trigger_context, user_id=caller.user_id, snapshot=original.pipeline_snapshot,
+        retry_of=original, from_step=from_step,
+    )
+    session.commit()
+    return start_and_describe(session, temporal, settings, run, reused)
+
+
+@router.get("/{run_id}/logs", response_model=RunLogsPublic,
+            responses={200: {"content": {"text/plain": {}}}})
+def run_logs(
+    run_id: int, session: SessionDep, caller: CurrentCaller,
+    step_id: str | None = None,
+    format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+) -> Any:
+    """Every step's log, in the order it was written; secrets are masked when written."""
+    run = services.get_run(session, caller.account_id, run_id)
+    query = select(StepLogChunk).where(StepLogChunk.run_id == run.id)
+    if step_id is not None:
+        query = query.where(StepLogChunk.step_id == step_id)
+    chunks = session.scalars(query.order_by(StepLogChunk.id)).all()
+    if format == "text":
+        lines = [f"[{c.step_id}#{c.attempt}] {line}" for c in chunks for line in c.content.split("\n")]
+        return Response("\n".join(lines) + ("\n" if lines else ""), media_type="text/plain")
+    return RunLogsPublic(
+        data=[StepLogPublic(step_id=c.step_id, attempt=c.attempt, seq=c.seq, content=c.content,
+                            created_at=c.created_at) for c in chunks],
+        count=len(chunks),
+    )
+
+
+__all__ = ["router", "run_public", "HTTPException"]

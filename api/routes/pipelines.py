@@ -1,0 +1,239 @@
+"""Pipelines: CRUD, trigger, clone, export and import (the seed's PipelinesController)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from anyio import from_thread
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from sqlalchemy import func, select
+
+from api import errors, services
+from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
+from api.pipeline_document import PipelineDocument, dump_yaml, parse_yaml
+from api.routes.pipeline_runs import run_public
+from api.schemas import (
+    CloneRequest,
+    PipelinePublic,
+    PipelineRunPublic,
+    PipelinesPublic,
+    PipelineStepPublic,
+    TriggerRequest,
+)
+from db.models import Pipeline
+
+router = APIRouter(prefix="/pipelines", tags=["pipelines"])
+
+EXAMPLE_DOCUMENT = {
+    "name": "build-and-test",
+    "pipeline_type": "custom",
+    "allow_concurrent": False,
+    "timeout_minutes": 30,
+    "inputs": {"greeting": {"type": "string", "default": "hello"}},
+    "triggers": {"manual": {}},
+    "steps": [
+        {"id": "hello", "type": "run_tests",
+         "with": {"command": 'echo "result=$GREETING" >> "$DEVOPS_OUTPUT"',
+                  "env": {"GREETING": "${{ inputs.greeting }}"}}},
+        {"id": "check", "type": "run_tests", "if": "${{ steps.hello.outputs.result == 'hello' }}",
+         "with": {"command": 'test "$R" = hello', "env": {"R": "${{ steps.hello.outputs.result }}"}}},
+    ],
+}
+
+
+def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
+    return PipelinePublic(
+        id=pipeline.id, name=pipeline.name, slug=pipeline.slug, description=pipeline.description,
+        pipeline_type=pipeline.pipeline_type, triggers=pipeline.triggers, is_system=pipeline.is_system,
+        allow_concurrent=pipeline.allow_concurrent, timeout_minutes=pipeline.timeout_minutes,
+        runner_labels=list(pipeline.runner_labels), features=pipeline.features, inputs=pipeline.inputs,
+        env=pipeline.env, is_active=pipeline.is_active, last_run_number=pipeline.last_run_number,
+        created_at=pipeline.created_at, updated_at=pipeline.updated_at,
+        steps=[
+            PipelineStepPublic(
+                id=s.step_id, name=s.name, type=s.step_type, position=s.position, with_=s.inputs, if_=s.condition,
+                continue_on_error=s.continue_on_error, timeout_minutes=s.timeout_minutes, retry=s.retry,
+                requires_approval=s.requires_approval, approval=s.approval,
+            )
+            for s in pipeline.steps
+        ],
+    )
+
+
+def _validate(data: Any, prefix: tuple[Any, ...] = ("body",)) -> PipelineDocument:
+    if not isinstance(data, dict):
+        raise errors.unprocessable([{"loc": list(prefix), "type": "document_type",
+                                     "msg": "the pipeline document must be a mapping (name, steps, ...)"}])
+    try:
+        return PipelineDocument.model_validate(data)
+    except ValidationError as exc:
+        raise errors.from_validation_error(exc, prefix) from None
+
+
+def _editable(session: SessionDep, caller: CurrentCaller, pipeline_id: int) -> Pipeline:
+    pipeline = services.get_pipeline(session, caller.account_id, pipeline_id)
+    if pipeline.is_system:
+        raise errors.conflict("this is a system pipeline: it cannot be changed or deleted; clone it instead")
+    return pipeline
+
+
+@router.get("", response_model=PipelinesPublic)
+def list_pipelines(session: SessionDep, caller: CurrentCaller,
+                   pipeline_type: str | None = None, is_active: bool | None = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> PipelinesPublic:
+    query = select(Pipeline).where(Pipeline.account_id == caller.account_id)
+    if pipeline_type is not None:
+        query = query.where(Pipeline.pipeline_type == pipeline_type)
+    if is_active is not None:
+        query = query.where(Pipeline.is_active == is_active)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Pipeline.id).limit(limit).offset(offset)).all()
+    return PipelinesPublic(data=[pipeline_public(p) for p in rows], count=count)
+
+
+@router.post("", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED)
+def create_pipeline(session: SessionDep, caller: WriterCaller,
+                    document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
+    """Create a pipeline from its document (JSON). Everything is validated before saving."""
+    pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    session.commit()
+    return pipeline_public(pipeline)
+
+
+@router.post(
+    "/import", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": {"content": {
+        "application/yaml": {"schema": {"type": "string"}, "example": dump_yaml(EXAMPLE_DOCUMENT)},
+        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
+    }, "required": True}},
+)
+async def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller) -> PipelinePublic:
+    """Create a pipeline from a YAML (``Content-Type: application/yaml``) or JSON document."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.unprocessable([{"loc": ["body"], "type": "encoding", "msg": "the document must be UTF-8"}]) from None
+    if content_type in ("application/json", "text/json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise errors.unprocessable([{"loc": ["body"], "type": "json_invalid",
+                                         "msg": f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"}]) from None
+    elif content_type in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"):
+        try:
+            data = parse_yaml(text)
+        except ValueError as exc:
+            raise errors.unprocessable([{"loc": ["body"], "type": "yaml_invalid", "msg": str(exc)}]) from None
+    else:
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            "send the document as application/yaml or application/json")
+    document = _validate(data)
+
+    def save() -> PipelinePublic:
+        pipeline = services.apply_document(session, caller.account_id, document)
+        session.commit()
+        return pipeline_public(pipeline)
+
+    return await run_in_threadpool(save)
+
+
+@router.get("/{pipeline_id}", response_model=PipelinePublic)
+def show_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller) -> PipelinePublic:
+    return pipeline_public(services.get_pipeline(session, caller.account_id, pipeline_id))
+
+
+@router.put("/{pipeline_id}", response_model=PipelinePublic)
+def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
+                     document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
+    """Replace the whole definition with a new document."""
+    pipeline = _editable(session, caller, pipeline_id)
+    services.apply_document(session, caller.account_id, _validate(document), pipeline)
+    session.commit()
+    return pipeline_public(pipeline)
+
+
+@router.patch("/{pipeline_id}", response_model=PipelinePublic)
+def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
+                    changes: Annotated[dict[str, Any], Body(examples=[{"is_active": False}])]) -> PipelinePublic:
+    """Change some top-level fields of the document (e.g. ``is_active``, ``description``,
+    ``steps``); the result is validated as a whole."""
+    pipeline = _editable(session, caller, pipeline_id)
+    merged = {**services.export_document(pipeline), **changes}
+    services.apply_document(session, caller.account_id, _validate(merged), pipeline)
+    session.commit()
+    return pipeline_public(pipeline)
+
+
+@router.delete("/{pipeline_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+    pipeline = _editable(session, caller, pipeline_id)
+    session.delete(pipeline)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{pipeline_id}/export", responses={200: {"content": {"application/yaml": {}, "application/json": {}}}})
+def export_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller,
+                    format: Annotated[str, Query(pattern="^(yaml|json)$")] = "yaml") -> Response:
+    """The pipeline document; importing it again gives the same pipeline."""
+    document = services.export_document(services.get_pipeline(session, caller.account_id, pipeline_id))
+    if format == "json":
+        return Response(json.dumps(document, indent=2), media_type="application/json")
+    return Response(dump_yaml(document), media_type="application/yaml")
+
+
+@router.post("/{pipeline_id}/clone", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED)
+def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
+                   body: CloneRequest | None = None) -> PipelinePublic:
+    """A copy in the same account (system pipelines too); the copy is never a system pipeline."""
+    source = services.get_pipeline(session, caller.account_id, pipeline_id)
+    body = body or CloneRequest()
+    document = services.export_document(source)
+    document["name"] = body.name or f"{source.name} (copy)"
+    slug = body.slug
+    if slug is None:
+        base, n = f"{source.slug}-copy"[:90], 1
+        slug = base
+        while session.scalar(select(Pipeline.id).where(Pipeline.account_id == caller.account_id,
+                                                       Pipeline.slug == slug)) is not None:
+            n += 1
+            slug = f"{base}-{n}"
+    document["slug"] = slug
+    pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    session.commit()
+    return pipeline_public(pipeline)
+
+
+@router.post("/{pipeline_id}/trigger", response_model=PipelineRunPublic, status_code=status.HTTP_201_CREATED)
+def trigger_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                     settings: SettingsDep, body: TriggerRequest | None = None) -> PipelineRunPublic:
+    """Start a run now (manual / workflow_dispatch). Inputs are checked against the
+    pipeline's declared inputs; nothing is created when they are wrong."""
+    body = body or TriggerRequest()
+    pipeline = services.get_pipeline(session, caller.account_id, pipeline_id)
+    if not pipeline.is_active:
+        raise errors.conflict("this pipeline is inactive; set is_active to true to run it")
+    run = services.create_run(session, pipeline, trigger_type=body.trigger_type, inputs=body.inputs,
+                              trigger_context=body.context, user_id=caller.user_id)
+    session.commit()
+    return start_and_describe(session, temporal, settings, run)
+
+
+def start_and_describe(session: SessionDep, temporal: TemporalDep, settings: SettingsDep, run,
+                       reused_steps: dict[str, Any] | None = None) -> PipelineRunPublic:
+    """Start the run's workflow from a sync route (the client lives on the event loop)."""
+    inp = services.workflow_input(run, settings, reused_steps)
+    try:
+        from_thread.run(services.start_run_workflow, temporal, settings, run, inp)
+    except Exception as exc:  # Temporal unreachable or refusing: say so, keep the row honest
+        services.mark_start_failed(session, run, exc)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"run {run.id} was recorded but could not be started: Temporal is unavailable") from exc
+    return run_public(run, temporal)

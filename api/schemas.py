@@ -1,0 +1,154 @@
+"""Response and request shapes: ``XPublic`` for one object, ``XsPublic(data, count)`` for lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PipelineStepPublic(BaseModel):
+    id: str = Field(description="the step id used in expressions")
+    name: str
+    type: str
+    position: int
+    with_: dict[str, Any] = Field(alias="with", serialization_alias="with")
+    if_: str | None = Field(None, alias="if", serialization_alias="if")
+    continue_on_error: bool
+    timeout_minutes: int | None
+    retry: dict[str, Any]
+    requires_approval: bool
+    approval: dict[str, Any]
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class PipelinePublic(BaseModel):
+    id: int
+    name: str
+    slug: str
+    description: str
+    pipeline_type: str
+    triggers: dict[str, Any]
+    is_system: bool
+    allow_concurrent: bool
+    timeout_minutes: int
+    runner_labels: list[str]
+    features: dict[str, Any]
+    inputs: dict[str, Any]
+    env: dict[str, str]
+    is_active: bool
+    steps: list[PipelineStepPublic]
+    last_run_number: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class PipelinesPublic(BaseModel):
+    data: list[PipelinePublic]
+    count: int
+
+
+class TriggerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"inputs": {"greeting": "hello"}}]})
+
+    inputs: dict[str, Any] = Field(default_factory=dict, description="typed values for the pipeline's declared inputs")
+    trigger_type: Literal["manual", "workflow_dispatch"] = "manual"
+    context: dict[str, Any] = Field(default_factory=dict, description="extra data visible as ${{ trigger.* }}")
+
+
+class CloneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    slug: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")
+
+
+class StepAttemptPublic(BaseModel):
+    attempt: int
+    status: str
+    outputs: dict[str, Any]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class StepExecutionPublic(BaseModel):
+    step_id: str
+    name: str
+    type: str
+    position: int
+    status: str
+    attempts: int
+    outputs: dict[str, Any]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    reused_from_run_id: int | None
+    history: list[StepAttemptPublic]
+
+
+class PipelineRunPublic(BaseModel):
+    id: int
+    pipeline_id: int
+    run_number: int
+    status: str
+    trigger_type: str
+    trigger_context: dict[str, Any]
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    error: str | None
+    workflow_id: str
+    temporal_ui_url: str
+    retry_of_run_id: int | None
+    from_step: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    steps: list[StepExecutionPublic] | None = None
+
+
+class PipelineRunsPublic(BaseModel):
+    data: list[PipelineRunPublic]
+    count: int
+    next_cursor: int | None = Field(None, description="pass as `cursor` to get the next (older) page")
+
+
+class StepLogPublic(BaseModel):
+    step_id: str
+    attempt: int
+    seq: int
+    content: str
+    created_at: datetime
+
+
+class RunLogsPublic(BaseModel):
+    data: list[StepLogPublic]
+    count: int
+
+
+class SecretCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", description="used as ${{ secrets.NAME }}")
+    value: str = Field(min_length=1, max_length=65536, description="write-only: never returned")
+
+
+class SecretPublic(BaseModel):
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretsPublic(BaseModel):
+    data: list[SecretPublic]
+    count: int
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded"]
+    api: str
+    database: str
+    temporal: str

@@ -1,0 +1,74 @@
+"""The one configuration object shared by the API, the worker, the migrations and the launcher.
+
+Every value can be overridden by an environment variable with the ``DEVOPS_`` prefix
+(``DEVOPS_DATABASE_URL``, ``DEVOPS_API_PORT``...). Nothing reads the environment at import
+time: call :func:`get_settings` (or build ``Settings(...)`` explicitly, as tests do).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEVOPS_", extra="ignore")
+
+    environment: str = Field("development", description="development | test | production")
+    data_dir: Path = Path(".data")
+    database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file in data_dir")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "devops-pipelines"
+    temporal_ui_port: int = 8233
+    temporal_ui_url: str = Field("", description="public Temporal UI base URL; empty means http://127.0.0.1:<ui port>")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_api_url: str = ""
+
+    secret_key: str = Field(DEVELOPMENT_SECRET_KEY, description="signs and encrypts; rotate with old_secret_keys")
+    old_secret_keys: list[str] = Field(default_factory=list)
+
+    workspace_dir: Path | None = None
+    step_heartbeat_timeout_seconds: float = 30.0
+    default_step_timeout_minutes: int = 60
+    notify_allow_private_targets: bool = False
+    step_log_cap_bytes: int = 2_000_000
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_outside_development(self) -> Settings:
+        if self.environment not in ("development", "test") and self.secret_key == DEVELOPMENT_SECRET_KEY:
+            raise ValueError(
+                "DEVOPS_SECRET_KEY is still the development default; set a long random value "
+                f"before running with DEVOPS_ENVIRONMENT={self.environment}"
+            )
+        if len(self.secret_key) < 16:
+            raise ValueError("DEVOPS_SECRET_KEY must be at least 16 characters")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'devops.db').resolve()}"
+
+    @property
+    def resolved_workspace_dir(self) -> Path:
+        return (self.workspace_dir or self.data_dir / "workspaces").resolve()
+
+    @property
+    def resolved_temporal_ui_url(self) -> str:
+        return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

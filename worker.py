@@ -1,0 +1,87 @@
+"""The Temporal worker: ``python worker.py [--labels a,b]``.
+
+Without labels it serves the main task queue: every workflow, the bookkeeping local
+activity and the step activities. With ``--labels`` it serves only the step activities of
+pipelines whose ``runner_labels`` are exactly that set (see ``runner_task_queue``), so
+steps can be sent to machines with special tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.bookkeeping import RunBookkeeping
+from activities.steps import StepActivities
+from db.session import make_engine, make_session_factory
+from settings import Settings, get_settings
+from workflows.pipeline_queue import PipelineQueueWorkflow
+from workflows.pipeline_run import PipelineRunWorkflow
+from workflows.task_queues import runner_task_queue
+
+WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow]
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()) -> list[Worker]:
+    """The workers this process runs; tests call this with their own client and settings."""
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    steps = StepActivities(settings, sessions)
+    bookkeeping = RunBookkeeping(sessions)
+    step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom]
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
+    common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
+              "default_heartbeat_throttle_interval": timedelta(seconds=1)}
+    if labels:
+        return [Worker(client, task_queue=runner_task_queue(settings.task_queue, labels),
+                       activities=step_activities, **common)]
+    return [
+        Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=WORKFLOWS,
+            activities=[*step_activities, bookkeeping.record_run_progress],
+            activity_executor=executor,
+            **common,
+        )
+    ]
+
+
+async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
+    client = await connect(settings)
+    workers = build_workers(client, settings, labels)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    queues = ", ".join(w.task_queue for w in workers)
+    logging.getLogger("worker").info("worker polling %s on %s", queues, settings.temporal_address)
+    done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task in tasks and task.exception():
+            raise task.exception()  # type: ignore[misc]
+    await asyncio.gather(*(w.shutdown() for w in workers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", default="", help="comma-separated runner labels to serve")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run_worker(get_settings(), [x for x in args.labels.split(",") if x]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""PipelineRunWorkflow: one durable run of a pipeline (the seed's ExecutionService).
+
+The run's pipeline document is a snapshot in the workflow input, so a run is unaffected by
+later edits and replays identically. Steps run in order; each is one activity chosen by
+step type. User-level retries are a loop here (each attempt is its own StepExecution row);
+infrastructure failures such as a worker dying mid-step are retried by Temporal within the
+same attempt. Progress reaches the database through a batched local activity: one call as a
+step starts (carrying what the previous step did) and one at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.bookkeeping import (
+        EventRecord,
+        RecordRunProgressInput,
+        RunBookkeeping,
+        RunUpdate,
+        StepUpdate,
+    )
+    from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
+    from workflows import expressions
+    from workflows.step_types import AVAILABLE_STEP_TYPES
+
+ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
+PIPELINE_ID = SearchAttributeKey.for_int("PipelineId")
+TRIGGER_TYPE = SearchAttributeKey.for_keyword("TriggerType")
+RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
+
+STEP_ACTIVITIES = {
+    "run_tests": StepActivities.run_tests,
+    "checkout": StepActivities.checkout,
+    "notify": StepActivities.notify,
+    "custom": StepActivities.custom,
+}
+
+BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+# Infrastructure retries only: a user-visible failure is StepFailed and never retried here.
+STEP_ACTIVITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=[STEP_FAILED],
+)
+
+
+@dataclass
+class PipelineRunInput:
+    run_id: int
+    account_id: int
+    pipeline_id: int
+    pipeline_name: str
+    run_number: int
+    trigger_type: str
+    steps: list[dict[str, Any]]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    trigger: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    timeout_minutes: int = 60
+    activity_task_queue: str | None = None
+    step_heartbeat_timeout_seconds: float = 30.0
+    default_step_timeout_minutes: int = 60
+    # step id -> {"status", "outputs", "run_id"}: earlier steps reused by a retry from a step
+    reused_steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineRunOutcome:
+    status: str
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_search_attributes(inp: PipelineRunInput, status: str) -> TypedSearchAttributes:
+    """What the Temporal UI filters runs by."""
+    return TypedSearchAttributes([
+        SearchAttributePair(ACCOUNT_ID, inp.account_id),
+        SearchAttributePair(PIPELINE_ID, inp.pipeline_id),
+        SearchAttributePair(TRIGGER_TYPE, inp.trigger_type),
+        SearchAttributePair(RUN_STATUS, status),
+    ])
+
+
+@workflow.defn
+class PipelineRunWorkflow:
+    def __init__(self) -> None:
+        self._inp: PipelineRunInput | None = None
+        self._status = "pending"
+        self._states: dict[str, dict[str, Any]] = {}
+        self._failed = False
+        self._error: str | None = None
+        self._current: tuple[dict[str, Any], int, int] | None = None
+        self._pending_steps: dict[tuple[str, int], StepUpdate] = {}
+        self._pending_events: list[EventRecord] = []
+        self._pending_run: RunUpdate | None = None
+        self._event_seq = 0
+        self._secret_prefix = ""
+
+    @workflow.query
+    def progress(self) -> dict[str, Any]:
+        """Live state: run status, the step running now, and every step's state so far."""
+        current = self._current
+        return {
+            "status": self._status,
+            "current_step": current[0]["id"] if current else None,
+            "current_attempt": current[2] if current else None,
+            "steps": self._states,
+            "error": self._error,
+        }
+
+    @workflow.run
+    async def run(self, inp: PipelineRunInput) -> PipelineRunOutcome:
+        self._inp = inp
+        self._secret_prefix = f"__DEVOPS_SECRET_{workflow.uuid4().hex}_"
+        self._set_status("running")
+        self._update_run(RunUpdate(status="running", started_at=self._now()))
+        self._event("run_updated", {"status": "running"})
+        self._restore_reused_steps()
+
+        timed_out = cancelled = False
+        try:
+            await asyncio.wait_for(self._run_steps(), timeout=inp.timeout_minutes * 60)
+        except TimeoutError:
+            timed_out = True
+        except asyncio.CancelledError:
+            cancelled = True
+
+        if cancelled:
+            status, error = "cancelled", "run cancelled"
+        elif timed_out:
+            status, error = "failure", f"run timed out after {inp.timeout_minutes} minutes"
+        elif self._failed:
+            status, error = "failure", self._error
+        else:
+            status, error = "success", None
+        self._close_unfinished_steps(status, error, interrupted=cancelled or timed_out)
+        outputs = {sid: state.get("outputs", {}) for sid, state in self._states.items() if state.get("outputs")}
+        self._set_status(status)
+        self._update_run(RunUpdate(status=status, error=error, outputs=outputs, finished_at=self._now()))
+        self._event("run_completed", {"status": status, "error": error})
+        await self._flush()
+
+        if cancelled:
+            raise asyncio.CancelledError()
+        if status == "failure":
+            raise ApplicationError(error or "run failed", type="PipelineRunFailed", non_retryable=True)
+        return PipelineRunOutcome(status=status, error=error, outputs=outputs)
+
+    # ---- the step loop -----------------------------------------------------------------
+
+    async def _run_steps(self) -> None:
+        inp = self._require_input()
+        for position, step in enumerate(inp.steps):
+            sid = step["id"]
+            if self._states.get(sid, {}).get("reused"):
+                continue
+            job_status = "failure" if self._failed else "success"
+            try:
+                condition = step.get("if")
+                should_run = (
+                    expressions.evaluate_condition(condition, self._context(step), job_status=job_status)
+                    if condition else job_status == "success"
+                )
+            except expressions.ExpressionError as exc:
+                self._finish_step(step, position, 1, "failure", error=f"`if` could not be evaluated: {exc.message}")
+                continue
+            if not should_run:
+                self._finish_step(step, position, 1, "skipped")
+                continue
+            if step["type"] not in AVAILABLE_STEP_TYPES:
+                self._finish_step(step, position, 1, "failure",
+                                  error=f"step type '{step['type']}' is not available yet in this release")
+                continue
+            await self._run_step(step, position)
+
+    async def _run_step(self, step: dict[str, Any], position: int) -> None:
+        inp = self._require_input()
+        retry = step.get("retry") or {}
+        max_attempts = int(retry.get("max_attempts", 1))
+        delay = float(retry.get("delay_seconds", 0))
+        timeout = timedelta(minutes=int(step.get("timeout_minutes") or inp.default_step_timeout_minutes))
+        activity_method = STEP_ACTIVITIES[step["type"]]
+        for attempt in range(1, max_attempts + 1):
+            started_at = self._now()
+            try:
+                context = self._context(step)
+                params = expressions.render_value(step.get("with") or {}, context)
+                env = {k: expressions.to_display_string(expressions.render(v, context)) for k, v in inp.env.items()}
+            except expressions.ExpressionError as exc:
+                self._finish_step(step, position, attempt, "failure",
+                                  error=f"an expression in `with` could not be evaluated: {exc.message}")
+                return
+            self._states[step["id"]] = {"status": "running", "attempt": attempt, "outputs": {}}
+            self._pending_steps[(step["id"], attempt)] = StepUpdate(
+                step_id=step["id"], position=position, attempt=attempt, status="running",
+                name=step.get("name") or step["id"], step_type=step["type"], started_at=started_at,
+            )
+            self._event("step_started", {"step_id": step["id"], "attempt": attempt})
+            await self._flush()
+            self._current = (step, position, attempt)
+            try:
+                result: StepResult = await workflow.execute_activity_method(
+                    activity_method,
+                    StepInput(
+                        run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id,
+                        step_id=step["id"], step_name=step.get("name") or step["id"], attempt=attempt,
+                        params=params, env=env, secret_names=self._secret_names(step),
+                        secret_placeholder_prefix=self._secret_prefix, run_number=inp.run_number,
+                    ),
+                    task_queue=inp.activity_task_queue,
+                    start_to_close_timeout=timeout,
+                    schedule_to_close_timeout=timeout,
+                    heartbeat_timeout=timedelta(seconds=inp.step_heartbeat_timeout_seconds),
+                    retry_policy=STEP_ACTIVITY_RETRY,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    activity_id=f"{step['id']}-attempt-{attempt}",
+                    summary=f"{step.get('name') or step['id']} ({step['type']}, attempt {attempt})",
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, TemporalCancelledError):
+                    raise asyncio.CancelledError() from None
+                error, outputs = self._describe_failure(err, timeout)
+                self._current = None
+                if attempt < max_attempts:
+                    self._record_attempt(step, position, attempt, "failure", error, outputs)
+                    if delay:
+                        await workflow.sleep(delay)
+                    continue
+                self._finish_step(step, position, attempt, "failure", error=error, outputs=outputs)
+                return
+            self._current = None
+            self._finish_step(step, position, attempt, "success", outputs=result.outputs)
+            return
+
+    @staticmethod
+    def _describe_failure(err: ActivityError, timeout: timedelta) -> tuple[str, dict[str, Any]]:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+            return cause.message, details
+        if isinstance(cause, TemporalTimeoutError):
+            return f"step timed out after {int(timeout.total_seconds() // 60)} minutes", {}
+        return str(cause.message if cause is not None and hasattr(cause, "message") else err), {}
+
+    # ---- state and bookkeeping -----------------------------------------------------------
+
+    def _finish_step(self, step: dict[str, Any], position: int, attempt: int, status: str,
+                     error: str | None = None, outputs: dict[str, Any] | None = None) -> None:
+        self._record_attempt(step, position, attempt, status, error, outputs)
+        state: dict[str, Any] = {"status": status, "attempt": attempt, "outputs": outputs or {}}
+        if error:
+            state["error"] = error
+        if status == "failure" and step.get("continue_on_error"):
+            state["continue_on_error"] = True
+        elif status == "failure" and not self._failed:
+            self._failed = True
+            self._error = f"step '{step['id']}' failed: {error}"
+        self._states[step["id"]] = state
+
+    def _record_attempt(self, step: dict[str, Any], position: int, attempt: int, status: str,
+                        error: str | None, outputs: dict[str, Any] | None) -> None:
+        now = self._now()
+        key = (step["id"], attempt)
+        update = self._pending_steps.get(key) or StepUpdate(
+            step_id=step["id"], position=position, attempt=attempt, status=status,
+            name=step.get("name") or step["id"], step_type=step["type"],
+            started_at=None if status == "skipped" else now,
+        )
+        update.status = status
+        update.error = error
+        update.outputs = outputs or {}
+        update.finished_at = now
+        self._pending_steps[key] = update
+        self._event("step_completed", {"step_id": step["id"], "attempt": attempt, "status": status, "error": error})
+
+    def _restore_reused_steps(self) -> None:
+        inp = self._require_input()
+        for position, step in enumerate(inp.steps):
+            reused = inp.reused_steps.get(step["id"])
+            if reused is None:
+                continue
+            self._states[step["id"]] = {"status": reused["status"], "attempt": 1,
+                                        "outputs": reused.get("outputs") or {}, "reused": True}
+            self._pending_steps[(step["id"], 1)] = StepUpdate(
+                step_id=step["id"], position=position, attempt=1, status=reused["status"],
+                name=step.get("name") or step["id"], step_type=step["type"], outputs=reused.get("outputs") or {},
+                reused_from_run_id=reused.get("run_id"),
+            )
+
+    def _close_unfinished_steps(self, run_status: str, error: str | None, *, interrupted: bool) -> None:
+        """The step interrupted by cancel or timeout, and the steps never reached."""
+        inp = self._require_input()
+        if self._current is not None:
+            step, position, attempt = self._current
+            status = "cancelled" if run_status == "cancelled" else "failure"
+            self._finish_step(step, position, attempt, status, error=error)
+            self._current = None
+        if interrupted:
+            for position, step in enumerate(inp.steps):
+                if step["id"] not in self._states:
+                    self._finish_step(step, position, 1, "cancelled")
+
+    def _update_run(self, update: RunUpdate) -> None:
+        pending = self._pending_run or RunUpdate()
+        for name in ("status", "error", "outputs", "started_at", "finished_at"):
+            value = getattr(update, name)
+            if value is not None:
+                setattr(pending, name, value)
+        self._pending_run = pending
+
+    def _event(self, event_type: str, payload: dict[str, Any]) -> None:
+        inp = self._require_input()
+        self._event_seq += 1
+        self._pending_events.append(EventRecord(
+            key=f"wf-{self._event_seq}", event_type=event_type,
+            payload={"run_id": inp.run_id, "pipeline_id": inp.pipeline_id, "run_number": inp.run_number, **payload},
+            at=self._now(),
+        ))
+
+    async def _flush(self) -> None:
+        if not (self._pending_steps or self._pending_events or self._pending_run):
+            return
+        inp = self._require_input()
+        await workflow.execute_local_activity_method(
+            RunBookkeeping.record_run_progress,
+            RecordRunProgressInput(
+                run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id,
+                run=self._pending_run, steps=list(self._pending_steps.values()), events=self._pending_events,
+            ),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        self._pending_steps = {}
+        self._pending_events = []
+        self._pending_run = None
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([RUN_STATUS.value_set(status)])
+
+    # ---- expression context ------------------------------------------------------------
+
+    def _context(self, step: dict[str, Any]) -> dict[str, Any]:
+        inp = self._require_input()
+        steps: dict[str, Any] = {}
+        for sid, state in self._states.items():
+            status = state["status"]
+            conclusion = "success" if state.get("continue_on_error") else status
+            steps[sid] = {"outputs": state.get("outputs", {}), "status": status, "outcome": status,
+                          "conclusion": conclusion}
+        return {
+            "inputs": inp.inputs,
+            "steps": steps,
+            "trigger": inp.trigger,
+            "run": {"id": inp.run_id, "number": inp.run_number, "pipeline_id": inp.pipeline_id,
+                    "pipeline": inp.pipeline_name, "trigger_type": inp.trigger_type,
+                    "workflow_id": workflow.info().workflow_id},
+            "pipeline": {"id": inp.pipeline_id, "name": inp.pipeline_name},
+            "env": inp.env,
+            "secrets": {name: secret_placeholder(self._secret_prefix, name) for name in self._secret_names(step)},
+        }
+
+    def _secret_names(self, step: dict[str, Any]) -> list[str]:
+        """Secrets a step references, in its `with` or the pipeline env."""
+        names: set[str] = set()
+        for text in _strings([step.get("with") or {}, self._require_input().env]):
+            if "${{" not in text:
+                continue
+            for _start, _end, source in expressions.find_templates(text):
+                for ref in expressions.references(source):
+                    if ref[0] == "secrets" and len(ref) > 1:
+                        names.add(ref[1])
+        return sorted(names)
+
+    def _now(self) -> str:
+        return workflow.now().isoformat()
+
+    def _require_input(self) -> PipelineRunInput:
+        assert self._inp is not None
+        return self._inp
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
