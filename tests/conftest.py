@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from db.migrate import upgrade
-from tests.harness import InfraLoop, Stack, build_stack, make_settings, start_dev_server
+from tests.harness import InfraLoop, Stack, build_stack, connect, make_settings, start_dev_server
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -70,7 +70,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def stack(database_url: str, infra: InfraLoop, temporal_env, tmp_path_factory) -> Iterator[Stack]:
     backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
-    settings = make_settings(database_url, tmp_path_factory.mktemp(f"data-{backend}"), temporal_env.client.service_client.config.target_host)
-    running = build_stack(backend, settings, infra, temporal_env.client)
+    target = temporal_env.client.service_client.config.target_host
+    settings = make_settings(database_url, tmp_path_factory.mktemp(f"data-{backend}"), target,
+                             temporal_namespace=backend)
+    client = infra.run(connect(target, backend))
+    running = build_stack(backend, settings, infra, client)
     yield running
     running.close()

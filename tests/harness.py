@@ -63,12 +63,22 @@ def temporal_binary() -> str:
     return found
 
 
+# Each stack gets its own namespace: the two databases number their runs independently, so
+# `run-1` of the SQLite stack and `run-1` of the PostgreSQL stack must not meet.
+STACK_NAMESPACES = ("sqlite", "postgresql")
+
+
 async def start_dev_server() -> WorkflowEnvironment:
+    namespaces = [arg for ns in STACK_NAMESPACES for arg in ("--namespace", ns)]
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_binary(),
-        dev_server_extra_args=[*dev_server_args(), "--log-level", "error"],
+        dev_server_extra_args=[*dev_server_args(), *namespaces, "--log-level", "error"],
         ui=False,
     )
+
+
+async def connect(target: str, namespace: str) -> Client:
+    return await Client.connect(target, namespace=namespace)
 
 
 def free_port() -> int:

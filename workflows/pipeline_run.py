@@ -70,7 +70,7 @@ class PipelineRunInput:
     inputs: dict[str, Any] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
-    timeout_minutes: int = 60
+    timeout_seconds: float = 3600.0
     activity_task_queue: str | None = None
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
@@ -133,7 +133,7 @@ class PipelineRunWorkflow:
 
         timed_out = cancelled = False
         try:
-            await asyncio.wait_for(self._run_steps(), timeout=inp.timeout_minutes * 60)
+            await asyncio.wait_for(self._run_steps(), timeout=inp.timeout_seconds)
         except TimeoutError:
             timed_out = True
         except asyncio.CancelledError:
@@ -142,7 +142,7 @@ class PipelineRunWorkflow:
         if cancelled:
             status, error = "cancelled", "run cancelled"
         elif timed_out:
-            status, error = "failure", f"run timed out after {inp.timeout_minutes} minutes"
+            status, error = "failure", f"run timed out after {_duration_text(inp.timeout_seconds)}"
         elif self._failed:
             status, error = "failure", self._error
         else:
@@ -392,6 +392,13 @@ class PipelineRunWorkflow:
     def _require_input(self) -> PipelineRunInput:
         assert self._inp is not None
         return self._inp
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"
 
 
 def _strings(value: Any):
