@@ -100,9 +100,11 @@ class StepLogWriter:
                 )
             )
         self._seq = last or 0
-        if self._seq:
-            # An earlier try of this attempt was interrupted (worker restart): say so in the log.
-            self._lines.append("[devops] the worker running this step stopped; running the step again")
+        tries = activity.info().attempt if activity.in_activity() else 1
+        if tries > 1:
+            # Temporal retried this attempt: the previous try was interrupted (a worker stopped).
+            self._lines.append(f"[devops] the previous try of this step was interrupted (the worker running it "
+                               f"stopped or lost contact); running the step again (try {tries})")
 
     def line(self, text: str) -> None:
         if self._truncated:
@@ -225,6 +227,8 @@ class StepActivities:
             raise step_failed("run_tests needs `with.command`: the shell command to run")
         workspace = self.workspace(inp.run_id)
         cwd = _inside(workspace, params.get("working_directory", "."), "working_directory")
+        junit = params.get("junit")
+        junit_path = _inside(workspace, junit, "junit") if junit else None
         cwd.mkdir(parents=True, exist_ok=True)
         state_dir = workspace / ".devops"
         state_dir.mkdir(exist_ok=True)
@@ -262,9 +266,14 @@ class StepActivities:
             _kill_group_quietly(proc.pid)
             pid_file.unlink(missing_ok=True)
         outputs = masker.mask_value(_read_outputs(output_file))
-        junit = params.get("junit")
-        if junit:
-            outputs.update(_junit_counts(_inside(workspace, junit, "junit")))
+        if junit_path is not None:
+            try:
+                outputs.update(_junit_counts(junit_path))
+            except ApplicationError as exc:
+                if code == 0:
+                    raise
+                # The exit code is the failure to report; the missing report is only a note.
+                log.line(f"[devops] {exc.message}")
         if code != 0:
             log.line(f"[devops] command exited with code {code}")
         await log.aflush()
@@ -276,6 +285,7 @@ class StepActivities:
         """Copy the process output into the log, heartbeating so cancellation reaches us."""
         assert proc.stdout is not None
         last_beat = 0.0
+        exited_at: float | None = None
         while True:
             try:
                 raw = await asyncio.wait_for(proc.stdout.readline(), timeout=HEARTBEAT_SECONDS)
@@ -288,6 +298,12 @@ class StepActivities:
             if raw is not None:
                 log.line(raw.decode(errors="replace"))
             now = time.monotonic()
+            if proc.returncode is not None:
+                # The shell is done but a background child may still hold the pipe open: drain
+                # what is there, then end the step (the caller kills what is left of the group).
+                exited_at = exited_at or now
+                if raw is None or now - exited_at >= HEARTBEAT_SECONDS:
+                    break
             if now - last_beat >= HEARTBEAT_SECONDS:
                 activity.heartbeat()
                 last_beat = now

@@ -198,6 +198,7 @@ def worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes
     env = {**os.environ, "DEVOPS_ENVIRONMENT": settings.environment, "DEVOPS_DATABASE_URL": settings.database_url,
            "DEVOPS_DATA_DIR": str(settings.data_dir), "DEVOPS_TEMPORAL_ADDRESS": settings.temporal_address,
            "DEVOPS_TASK_QUEUE": settings.task_queue, "DEVOPS_SECRET_KEY": settings.secret_key,
+           "DEVOPS_TEMPORAL_NAMESPACE": settings.temporal_namespace,
            "DEVOPS_STEP_HEARTBEAT_TIMEOUT_SECONDS": str(settings.step_heartbeat_timeout_seconds),
            "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS": "true"}
     if settings.workspace_dir:
