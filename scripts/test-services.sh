@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Make sure the services the test suite needs are up (run by `make test`; idempotent):
+#   - PostgreSQL on 127.0.0.1:5432 with a superuser role `root` and a database `test`
+#     reachable with trust auth (installed with apt-get if PostgreSQL is missing);
+#   - a Docker engine answering `docker info` (docker.io installed and dockerd started
+#     with the vfs storage driver if needed; its log goes to /tmp/dockerd.log);
+#   - /bin/busybox (busybox-static) and git.
+# Debian only, run as root. Prints one line per service; exits non-zero if one can't be brought up.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+DOCKERD_LOG=/tmp/dockerd.log
+DOCKER_WAIT=60
+PG_WAIT=30
+
+export DEBIAN_FRONTEND=noninteractive
+
+die() {
+    echo "test-services: error: $*" >&2
+    exit 1
+}
+
+need_root() {
+    [ "$(id -u)" -eq 0 ] || die "$1 needs root (run as root, or: sudo $0)"
+}
+
+APT_UPDATED=0
+apt_install() {
+    need_root "installing $*"
+    command -v apt-get >/dev/null 2>&1 || die "cannot install $* automatically: apt-get not found (Debian/Ubuntu only); install it by hand"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        apt-get update -qq || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+# ------------------------------------------------------------------------ PostgreSQL
+
+pg_ready() {
+    command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h "$PG_HOST" -p "$PG_PORT"
+}
+
+pg_cluster_version() {
+    # newest version that has a "main" cluster configured, if any
+    local dir
+    for dir in $(ls -d /etc/postgresql/*/main 2>/dev/null | sort -V -r); do
+        if [ -f "$dir/postgresql.conf" ]; then
+            basename "$(dirname "$dir")"
+            return 0
+        fi
+    done
+    return 1
+}
+
+as_postgres() {
+    (cd /tmp && runuser -u postgres -- "$@")
+}
+
+wait_pg() {
+    local i
+    for ((i = 0; i < PG_WAIT * 2; i++)); do
+        pg_ready && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+ensure_postgresql() {
+    local did="" fresh=0 version
+    if ! pg_ready; then
+        if ! version=$(pg_cluster_version); then
+            if [ ! -d /usr/lib/postgresql ] || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
+                apt_install postgresql
+                did="installed postgresql, "
+            fi
+            if ! version=$(pg_cluster_version); then
+                # package present (or just installed) but no cluster: create one
+                version=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
+                [ -n "$version" ] || die "PostgreSQL is installed but /usr/lib/postgresql is empty"
+                pg_createcluster "$version" main >/dev/null || die "pg_createcluster $version main failed"
+                did="${did}created cluster $version/main, "
+            fi
+            fresh=1
+        fi
+        if [ "$fresh" -eq 1 ]; then
+            # Fresh install only: trust local TCP connections (tests connect as root without a password).
+            local hba="/etc/postgresql/$version/main/pg_hba.conf"
+            if ! grep -Eq '^host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+                sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+                did="${did}trusted 127.0.0.1 in pg_hba.conf, "
+            fi
+        fi
+        need_root "starting PostgreSQL"
+        # "already running" (exit 2, e.g. started by the package's postinst) is fine: reload then.
+        if ! pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/tmp/pg_ctlcluster.err; then
+            grep -qi 'already running' /tmp/pg_ctlcluster.err || {
+                cat /tmp/pg_ctlcluster.err >&2
+                die "pg_ctlcluster $version main start failed"
+            }
+            pg_ctlcluster --skip-systemctl-redirect "$version" main reload || true
+        fi
+        wait_pg || die "PostgreSQL $version/main did not become ready on $PG_HOST:$PG_PORT within ${PG_WAIT}s (see /var/log/postgresql/)"
+        did="${did}started $version/main, "
+    fi
+
+    # Role `root` and database `test` (idempotent; through the local socket as the postgres user).
+    if [ "$(id -u)" -eq 0 ] && id postgres >/dev/null 2>&1; then
+        if [ "$(as_postgres psql -p "$PG_PORT" -Atc "select 1 from pg_roles where rolname = 'root'" 2>/dev/null)" != "1" ]; then
+            as_postgres psql -p "$PG_PORT" -qc 'create role root superuser login' >/dev/null ||
+                die "could not create the PostgreSQL role root"
+            did="${did}created role root, "
+        fi
+        if [ "$(as_postgres psql -p "$PG_PORT" -Atc "select 1 from pg_database where datname = 'test'" 2>/dev/null)" != "1" ]; then
+            as_postgres psql -p "$PG_PORT" -qc 'create database test owner root' >/dev/null ||
+                die "could not create the PostgreSQL database test"
+            did="${did}created database test, "
+        fi
+    fi
+
+    # The check that matters: what the tests do.
+    local err
+    if ! err=$(psql "host=$PG_HOST port=$PG_PORT user=root dbname=test connect_timeout=5" -Atqc 'select 1' 2>&1 >/dev/null); then
+        die "PostgreSQL is up but root@$PG_HOST:$PG_PORT/test is not usable: $err (tests need trust auth for root on $PG_HOST)"
+    fi
+    if [ -z "$did" ]; then
+        echo "postgresql: running on $PG_HOST:$PG_PORT, role root and database test present"
+    else
+        echo "postgresql: ${did%, }; ready on $PG_HOST:$PG_PORT (root/test)"
+    fi
+}
+
+# ------------------------------------------------------------------------ Docker
+
+docker_ok() {
+    command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1
+}
+
+docker_version() {
+    timeout 20 docker version --format '{{.Server.Version}}' 2>/dev/null || echo "?"
+}
+
+ensure_docker() {
+    local did=""
+    if ! docker_ok; then
+        if ! command -v dockerd >/dev/null 2>&1; then
+            apt_install docker.io busybox-static
+            did="installed docker.io, "
+        fi
+        command -v docker >/dev/null 2>&1 || die "dockerd exists but the docker CLI is missing"
+        if pgrep -x dockerd >/dev/null 2>&1; then
+            did="${did}waited for the running dockerd, "
+        else
+            need_root "starting dockerd"
+            # setsid + nohup: the daemon outlives this script and the terminal/make that ran it.
+            setsid nohup dockerd --storage-driver vfs >>"$DOCKERD_LOG" 2>&1 </dev/null &
+            did="${did}started dockerd (vfs, log $DOCKERD_LOG), "
+        fi
+        local i
+        for ((i = 0; i < DOCKER_WAIT; i++)); do
+            docker_ok && break
+            if ! pgrep -x dockerd >/dev/null 2>&1; then
+                tail -n 20 "$DOCKERD_LOG" >&2 || true
+                die "dockerd exited while starting (log above, full log in $DOCKERD_LOG)"
+            fi
+            sleep 1
+        done
+        if ! docker_ok; then
+            tail -n 20 "$DOCKERD_LOG" >&2 || true
+            die "the Docker engine did not answer 'docker info' within ${DOCKER_WAIT}s (log above, full log in $DOCKERD_LOG)"
+        fi
+    fi
+    if [ -z "$did" ]; then
+        echo "docker: engine running (server $(docker_version))"
+    else
+        echo "docker: ${did%, }; engine running (server $(docker_version))"
+    fi
+}
+
+ensure_busybox() {
+    if [ -x /bin/busybox ]; then
+        echo "busybox: /bin/busybox present"
+    else
+        apt_install busybox-static
+        [ -x /bin/busybox ] || die "busybox-static installed but /bin/busybox is still missing"
+        echo "busybox: installed busybox-static (/bin/busybox)"
+    fi
+}
+
+ensure_git() {
+    if command -v git >/dev/null 2>&1; then
+        echo "git: $(git --version)"
+    else
+        apt_install git
+        command -v git >/dev/null 2>&1 || die "git installed but not on PATH"
+        echo "git: installed $(git --version)"
+    fi
+}
+
+ensure_postgresql
+ensure_docker
+ensure_busybox
+ensure_git
