@@ -51,7 +51,9 @@ class InputDeclaration(_Strict):
 
 class RetrySpec(_Strict):
     max_attempts: int = Field(1, ge=1, le=10)
-    delay_seconds: float = Field(0, ge=0, le=3600)
+    # 0.0, not 0: a given value is coerced to float, so an int default would export as `0`
+    # and re-export as `0.0`, breaking the byte-identical round trip.
+    delay_seconds: float = Field(0.0, ge=0, le=3600)
 
 
 class ApprovalSpec(_Strict):
@@ -260,7 +262,8 @@ def coerce_input(declaration: InputDeclaration, value: Any) -> Any:
     if kind == "choice":
         raise PydanticCustomError("input_choice", "must be one of: {options}",
                                   {"options": ", ".join(declaration.options or [])})
-    raise PydanticCustomError("input_type", "expected a {kind}, got {value!r}", {"kind": kind, "value": value})
+    # PydanticCustomError templates substitute plain `{name}` only (no `!r`), so quote here.
+    raise PydanticCustomError("input_type", "expected a {kind}, got {value}", {"kind": kind, "value": repr(value)})
 
 
 def resolve_run_inputs(declared: dict[str, Any], given: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -147,7 +147,9 @@ def create_run(
         raise errors.unprocessable(problems)
     run_number = session.execute(
         update(Pipeline).where(Pipeline.id == pipeline.id)
-        .values(last_run_number=Pipeline.last_run_number + 1).returning(Pipeline.last_run_number)
+        # updated_at kept as is: its onupdate would otherwise mark the definition as changed
+        .values(last_run_number=Pipeline.last_run_number + 1, updated_at=Pipeline.updated_at)
+        .returning(Pipeline.last_run_number)
     ).scalar_one()
     run = PipelineRun(
         account_id=pipeline.account_id, pipeline_id=pipeline.id, run_number=run_number,
@@ -174,7 +176,8 @@ def workflow_input(run: PipelineRun, settings: Settings,
         run_id=run.id, account_id=run.account_id, pipeline_id=run.pipeline_id,
         pipeline_name=snapshot.get("name", ""), run_number=run.run_number, trigger_type=run.trigger_type,
         steps=[_snapshot_step(s) for s in snapshot.get("steps", [])], inputs=run.inputs,
-        trigger={"type": run.trigger_type, **run.trigger_context}, env=snapshot.get("env") or {},
+        # the caller's context cannot override the real trigger type
+        trigger={**run.trigger_context, "type": run.trigger_type}, env=snapshot.get("env") or {},
         timeout_seconds=int(snapshot.get("timeout_minutes", 60)) * 60.0,
         activity_task_queue=runner_task_queue(settings.task_queue, labels) if labels else None,
         step_heartbeat_timeout_seconds=settings.step_heartbeat_timeout_seconds,

@@ -10,6 +10,8 @@ from anyio import from_thread
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors, services
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
@@ -28,6 +30,7 @@ from workflows.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TY
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
 
 MAX_WAIT_SECONDS = 60
+QUEUED_POLL_SECONDS = 0.25
 
 
 def _steps_public(run: PipelineRun) -> list[StepExecutionPublic]:
@@ -93,7 +96,9 @@ def list_runs(
         query = query.where(PipelineRun.id < cursor)
     rows = session.scalars(query.order_by(PipelineRun.id.desc()).limit(limit + 1)).all()
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
-    return PipelineRunsPublic(data=[run_public(r, temporal, with_steps=False) for r in rows[:limit]],
+    page = list(rows[:limit])
+    _reconcile_rows(session, temporal, page)
+    return PipelineRunsPublic(data=[run_public(r, temporal, with_steps=False) for r in page],
                               count=count, next_cursor=next_cursor)
 
 
@@ -107,28 +112,73 @@ async def show_run(
     comes when the run finishes (or when the wait is over), so callers need not poll."""
     run = await run_in_threadpool(services.get_run, session, caller.account_id, run_id)
     if wait and run.status not in FINISHED_RUN_STATUSES:
-        client = await temporal.client()
-        try:
-            await asyncio.wait_for(client.get_workflow_handle(run.workflow_id).result(follow_runs=True), wait)
-        except TimeoutError:
-            pass
-        except Exception:  # noqa: BLE001 - a failed or cancelled run is an answer too; the row says which
-            pass
+        await _wait_for_run(session, temporal, caller.account_id, run, wait)
     return await run_in_threadpool(_fresh_run_public, session, temporal, caller.account_id, run_id)
+
+
+async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run: PipelineRun, wait: float) -> None:
+    """Until the run's workflow closes or ``wait`` is over. A queued run has no workflow yet
+    (it starts when its turn comes), so its row is watched until then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    handle = (await temporal.client()).get_workflow_handle(run.workflow_id)
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait_for(handle.result(follow_runs=True), remaining)
+            return
+        except TimeoutError:
+            return
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                return
+        except Exception:  # noqa: BLE001 - a failed or cancelled run is an answer too; the row says which
+            return
+        status_now = await run_in_threadpool(_current_status, session, account_id, run.id)
+        if status_now in FINISHED_RUN_STATUSES:
+            return
+        await asyncio.sleep(min(QUEUED_POLL_SECONDS, max(0.0, deadline - loop.time())))
+
+
+def _current_status(session, account_id: int, run_id: int) -> str:
+    session.expire_all()
+    return services.get_run(session, account_id, run_id).status
 
 
 def _fresh_run_public(session, temporal: TemporalGateway, account_id: int, run_id: int) -> PipelineRunPublic:
     session.expire_all()
     run = services.get_run(session, account_id, run_id)
-    changes = from_thread.run(services.reconcile_with_temporal, temporal, run)
-    if changes:
+    _reconcile_rows(session, temporal, [run])
+    return run_public(run, temporal)
+
+
+def _reconcile_rows(session, temporal: TemporalGateway, runs: list[PipelineRun]) -> None:
+    """Correct rows still shown unfinished whose workflow Temporal has closed (terminated from
+    its UI, say), so no answer contradicts Temporal. A Temporal hiccup leaves the rows as they are."""
+    candidates = [r for r in runs if r.status not in FINISHED_RUN_STATUSES and r.status != "queued"]
+    if not candidates:
+        return
+
+    async def check() -> list[Any]:
+        return await asyncio.gather(*(services.reconcile_with_temporal(temporal, r) for r in candidates),
+                                    return_exceptions=True)
+
+    changed = False
+    for run, changes in zip(candidates, from_thread.run(check), strict=True):
+        if not isinstance(changes, dict) or not changes:
+            continue
         for key, value in changes.items():
             setattr(run, key, value)
         session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=run.pipeline_id,
                              event_type="run_completed", dedupe_key="api-reconciled",
                              payload={"run_id": run.id, "status": run.status, "error": run.error}))
-        session.commit()
-    return run_public(run, temporal)
+        changed = True
+    if changed:
+        try:
+            session.commit()
+        except IntegrityError:  # another request reconciled the same run first, to the same answer
+            session.rollback()
+            for run in candidates:
+                session.refresh(run)
 
 
 @router.post("/{run_id}/cancel", response_model=PipelineRunPublic, status_code=status.HTTP_202_ACCEPTED)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from anyio import from_thread
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from api import errors, services
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.pipeline_document import PipelineDocument, dump_yaml, parse_yaml
+from api.pipeline_document import PipelineDocument, dump_yaml, normalized, parse_yaml
 from api.routes.pipeline_runs import run_public
 from api.schemas import (
     CloneRequest,
@@ -23,7 +23,8 @@ from api.schemas import (
     PipelineStepPublic,
     TriggerRequest,
 )
-from db.models import Pipeline
+from db.models import Pipeline, PipelineRun
+from workflows.step_types import FINISHED_RUN_STATUSES
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -82,7 +83,8 @@ def _editable(session: SessionDep, caller: CurrentCaller, pipeline_id: int) -> P
 
 @router.get("", response_model=PipelinesPublic)
 def list_pipelines(session: SessionDep, caller: CurrentCaller,
-                   pipeline_type: str | None = None, is_active: bool | None = None,
+                   pipeline_type: Literal["review", "implement", "security", "deploy", "custom"] | None = None,
+                   is_active: bool | None = None,
                    limit: Annotated[int, Query(ge=1, le=500)] = 100,
                    offset: Annotated[int, Query(ge=0)] = 0) -> PipelinesPublic:
     query = select(Pipeline).where(Pipeline.account_id == caller.account_id)
@@ -173,6 +175,14 @@ def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
 @router.delete("/{pipeline_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller) -> Response:
     pipeline = _editable(session, caller, pipeline_id)
+    # A live run's workflow still writes its rows; deleting them under it would leave it failing.
+    unfinished = session.scalars(
+        select(PipelineRun.id).where(PipelineRun.pipeline_id == pipeline.id,
+                                     PipelineRun.status.not_in(FINISHED_RUN_STATUSES)).order_by(PipelineRun.id)
+    ).all()
+    if unfinished:
+        raise errors.conflict(f"the pipeline has unfinished runs ({', '.join(map(str, unfinished))}); "
+                              "cancel them or let them finish before deleting it")
     session.delete(pipeline)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -183,6 +193,11 @@ def export_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller
                     format: Annotated[str, Query(pattern="^(yaml|json)$")] = "yaml") -> Response:
     """The pipeline document; importing it again gives the same pipeline."""
     document = services.export_document(services.get_pipeline(session, caller.account_id, pipeline_id))
+    try:
+        # PostgreSQL's JSONB reorders keys; the normalized form puts them back in document order.
+        document = normalized(PipelineDocument.model_validate(document))
+    except ValidationError:
+        pass  # a stored definition that no longer validates is still exported as stored
     if format == "json":
         return Response(json.dumps(document, indent=2), media_type="application/json")
     return Response(dump_yaml(document), media_type="application/yaml")
