@@ -95,7 +95,7 @@ def run_search_attributes(inp: PipelineRunInput, status: str) -> TypedSearchAttr
     ])
 
 
-@workflow.defn
+@workflow.defn(sandboxed=False)
 class PipelineRunWorkflow:
     def __init__(self) -> None:
         self._inp: PipelineRunInput | None = None
