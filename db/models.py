@@ -23,7 +23,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -48,7 +47,8 @@ class UTCDateTime(TypeDecorator):
         return value
 
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Plain JSON (not JSONB) on PostgreSQL: documents keep the key order their authors wrote.
+JSONType = JSON()
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -631,3 +631,20 @@ def test_a_document_using_every_field_round_trips_losslessly(stack):
     from_json = third.post("/pipelines/import", json=as_json)
     assert from_json.status_code == 201, from_json.text
     assert third.get(f"/pipelines/{from_json.json()['id']}/export").content == exported.content
+
+
+def test_export_keeps_the_authors_key_order_inside_maps_on_every_backend(stack):
+    acct = stack.account()
+    doc = {
+        "name": "ordered",
+        "inputs": {"zeta": {"type": "string"}, "alpha": {"type": "string"}, "mid": {"type": "string"}},
+        "env": {"Z_VAR": "1", "A_VAR": "2"},
+        "steps": [{"id": "s", "type": "run_tests",
+                   "with": {"env": {"Y": "1", "B": "2"}, "command": "true", "junit": "r.xml"}}],
+    }
+    pid = acct.client.post("/pipelines", json=doc).json()["id"]
+    exported = acct.client.get(f"/pipelines/{pid}/export", params={"format": "json"}).json()
+    assert list(exported["inputs"]) == ["zeta", "alpha", "mid"]
+    assert list(exported["env"]) == ["Z_VAR", "A_VAR"]
+    assert list(exported["steps"][0]["with"]) == ["env", "command", "junit"]
+    assert list(exported["steps"][0]["with"]["env"]) == ["Y", "B"]
