@@ -7,11 +7,13 @@ time: call :func:`get_settings` (or build ``Settings(...)`` explicitly, as tests
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me"
 
@@ -34,13 +36,26 @@ class Settings(BaseSettings):
     public_api_url: str = ""
 
     secret_key: str = Field(DEVELOPMENT_SECRET_KEY, description="signs and encrypts; rotate with old_secret_keys")
-    old_secret_keys: list[str] = Field(default_factory=list)
+    old_secret_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="previous secret keys: a JSON list or comma-separated"
+    )
 
     workspace_dir: Path | None = None
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
     notify_allow_private_targets: bool = False
     step_log_cap_bytes: int = 2_000_000
+
+    @field_validator("old_secret_keys", mode="before")
+    @classmethod
+    def _split_old_secret_keys(cls, value: Any) -> Any:
+        # Rotation moves the previous plain DEVOPS_SECRET_KEY value here, so accept it as is.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_development(self) -> Settings:

@@ -72,6 +72,11 @@ class RunBookkeeping:
     @activity.defn(name="record_run_progress")
     def record_run_progress(self, inp: RecordRunProgressInput) -> None:
         with self._sessions.begin() as session:
+            run = session.get(PipelineRun, inp.run_id)
+            if run is None or run.account_id != inp.account_id:
+                # The run (or its pipeline) was deleted meanwhile, or the input names another
+                # account: write nothing. Failing would only make Temporal retry a hopeless write.
+                return
             if inp.run is not None:
                 self._apply_run(session, inp)
             if inp.steps:
@@ -82,8 +87,7 @@ class RunBookkeeping:
     @staticmethod
     def _apply_run(session: Session, inp: RecordRunProgressInput) -> None:
         run = session.get(PipelineRun, inp.run_id)
-        if run is None or run.account_id != inp.account_id:
-            return
+        assert run is not None
         update = inp.run
         assert update is not None
         if update.status is not None:

@@ -82,7 +82,9 @@ async def checksum(ctx: CustomStepContext) -> dict[str, Any]:
                      and ".devops" not in p.relative_to(root).parts)
     digest = hashlib.sha256()
     for path in sorted(files):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(path.read_bytes())
+        content = path.read_bytes()
+        # Name and length frame each file, so no two different trees hash the same.
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + str(len(content)).encode() + b"\0")
+        digest.update(content)
     ctx.log(f"checksum of {len(files)} file(s)")
     return {"sha256": digest.hexdigest(), "files": len(files)}

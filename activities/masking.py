@@ -24,6 +24,7 @@ def _variants(value: str) -> set[str]:
         base64.b64encode(raw).decode().rstrip("="),
         base64.urlsafe_b64encode(raw).decode().rstrip("="),
         quote(value, safe=""),
+        quote(value),  # urllib's default keeps "/" unencoded
         quote_plus(value, safe=""),
     }
     # A multi-line secret is printed one line at a time.
@@ -38,7 +39,8 @@ class Masker:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         forms: set[str] = set()
         for secret in secrets:
-            if secret:
+            # The encodings of a short value are short too (base64 of "ab" is "YWI"): skip them all.
+            if len(secret) >= MIN_SECRET_LENGTH:
                 forms |= _variants(secret)
         ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None

@@ -337,13 +337,20 @@ class StepActivities:
         base = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"]
 
         async def git(*args: str, check: bool = True) -> tuple[int, str]:
+            # Its own process group, so cancelling also stops git's helpers (remote-http, upload-pack).
             proc = await asyncio.create_subprocess_exec(
                 *base, *args, cwd=target, env=git_env, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
+            communicate = asyncio.ensure_future(proc.communicate())
             try:
-                out, _ = await proc.communicate()
+                # A fetch can take minutes: keep heartbeating so Temporal neither times the step out
+                # nor loses the way to deliver a cancellation.
+                while not (await asyncio.wait({communicate}, timeout=HEARTBEAT_SECONDS))[0]:
+                    activity.heartbeat()
+                out, _ = communicate.result()
             except asyncio.CancelledError:
+                communicate.cancel()
                 await _terminate(proc)
                 raise
             text = masker.mask(out.decode(errors="replace"))
@@ -563,8 +570,10 @@ async def _refuse_private_target(url: str) -> None:
         raise step_failed(f"notify target host {host!r} does not resolve") from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
+        # `not is_global` also covers what the named checks miss, e.g. 100.64.0.0/10 (shared
+        # address space, home of some cloud metadata services).
         if (address.is_loopback or address.is_private or address.is_link_local or address.is_reserved
-                or address.is_multicast or address.is_unspecified):
+                or address.is_multicast or address.is_unspecified or not address.is_global):
             raise step_failed(
                 f"notify target {host} resolves to {address}, a loopback, private or link-local address; "
                 "refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal targets)"
