@@ -6,13 +6,13 @@ must be visible: when a step starts (together with what the previous step did), 
 end. Every write is an upsert keyed by domain ids, so a retried call changes nothing twice.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
@@ -65,98 +65,82 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _upsert(dialect: str, table: Table, rows: list[dict[str, Any]], keys: list[str], *,
+            overwrite: tuple[str, ...] = (), keep_if_null: tuple[str, ...] = (),
+            keep_if_empty: tuple[str, ...] = ()) -> Any:
+    """INSERT ... ON CONFLICT for SQLite and PostgreSQL. On conflict, ``overwrite`` columns take
+    the new value, ``keep_if_null`` (``keep_if_empty``) columns keep the stored one when the new
+    one is NULL (an empty string); with none, the row is left as it is (DO NOTHING)."""
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    statement = insert.values(rows)
+    if not (overwrite or keep_if_null or keep_if_empty):
+        return statement.on_conflict_do_nothing(index_elements=keys)
+    set_ = {name: statement.excluded[name] for name in overwrite}
+    set_.update({name: func.coalesce(statement.excluded[name], table.c[name]) for name in keep_if_null})
+    set_.update({name: func.coalesce(func.nullif(statement.excluded[name], ""), table.c[name])
+                 for name in keep_if_empty})
+    return statement.on_conflict_do_update(index_elements=keys, set_=set_)
+
+
 class RunBookkeeping:
+    """Writes with a few set-based statements (no ORM unit of work): this runs several times
+    per pipeline run, on the workflow worker's hot path."""
+
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._sessions = session_factory
 
     @activity.defn(name="record_run_progress")
     def record_run_progress(self, inp: RecordRunProgressInput) -> None:
         with self._sessions.begin() as session:
-            run = session.get(PipelineRun, inp.run_id)
-            if run is None or run.account_id != inp.account_id:
+            owner = session.execute(select(runs.c.account_id).where(runs.c.id == inp.run_id)).scalar()
+            if owner != inp.account_id:
                 # The run (or its pipeline) was deleted meanwhile, or the input names another
                 # account: write nothing. Failing would only make Temporal retry a hopeless write.
                 return
+            dialect = session.get_bind().dialect.name
             if inp.run is not None:
-                self._apply_run(session, inp)
+                self._apply_run(session, inp.run_id, inp.run)
             if inp.steps:
-                self._apply_steps(session, inp)
+                session.execute(_upsert(dialect, steps, [self._step_row(inp.run_id, u) for u in inp.steps],
+                                        ["run_id", "step_id", "attempt"], overwrite=STEP_OVERWRITE,
+                                        keep_if_null=STEP_KEEP_IF_NULL, keep_if_empty=STEP_KEEP_IF_EMPTY))
             if inp.events:
-                self._apply_events(session, inp)
+                session.execute(_upsert(dialect, events, [
+                    {"account_id": inp.account_id, "run_id": inp.run_id, "pipeline_id": inp.pipeline_id,
+                     "event_type": e.event_type, "payload": e.payload, "dedupe_key": e.key, "created_at": _ts(e.at)}
+                    for e in inp.events
+                ], ["run_id", "dedupe_key"]))
 
     @staticmethod
-    def _apply_run(session: Session, inp: RecordRunProgressInput) -> None:
-        run = session.get(PipelineRun, inp.run_id)
-        assert run is not None
-        update = inp.run
-        assert update is not None
+    def _apply_run(session: Session, run_id: int, update: RunUpdate) -> None:
+        values: dict[str, Any] = {}
         if update.status is not None:
-            run.status = update.status
+            values["status"] = update.status
         if update.error is not None:
-            run.error = update.error
+            values["error"] = update.error
         if update.outputs is not None:
-            run.outputs = update.outputs
-        if update.started_at and run.started_at is None:
-            run.started_at = _ts(update.started_at)
+            values["outputs"] = update.outputs
+        if update.started_at:
+            values["started_at"] = func.coalesce(runs.c.started_at, _ts(update.started_at))
         if update.finished_at:
-            run.finished_at = _ts(update.finished_at)
+            values["finished_at"] = _ts(update.finished_at)
+        if values:
+            session.execute(runs.update().where(runs.c.id == run_id).values(values))
 
     @staticmethod
-    def _apply_steps(session: Session, inp: RecordRunProgressInput) -> None:
-        keys = {(u.step_id, u.attempt) for u in inp.steps}
-        existing = {
-            (row.step_id, row.attempt): row
-            for row in session.scalars(
-                select(StepExecution).where(
-                    StepExecution.run_id == inp.run_id,
-                    StepExecution.step_id.in_({k[0] for k in keys}),
-                )
-            )
+    def _step_row(run_id: int, update: StepUpdate) -> dict[str, Any]:
+        # A None timestamp or error means "unchanged": the upsert keeps the stored value.
+        return {
+            "run_id": run_id, "step_id": update.step_id, "attempt": update.attempt, "position": update.position,
+            "status": update.status, "name": update.name, "step_type": update.step_type,
+            "outputs": update.outputs or {}, "error": update.error, "started_at": _ts(update.started_at),
+            "finished_at": _ts(update.finished_at), "reused_from_run_id": update.reused_from_run_id,
         }
-        for update in inp.steps:
-            row = existing.get((update.step_id, update.attempt))
-            if row is None:
-                row = StepExecution(run_id=inp.run_id, step_id=update.step_id, attempt=update.attempt,
-                                    position=update.position)
-                session.add(row)
-                existing[(update.step_id, update.attempt)] = row
-            row.position = update.position
-            row.status = update.status
-            if update.name:
-                row.name = update.name
-            if update.step_type:
-                row.step_type = update.step_type
-            if update.outputs is not None:
-                row.outputs = update.outputs
-            if update.error is not None:
-                row.error = update.error
-            if update.started_at:
-                row.started_at = _ts(update.started_at)
-            if update.finished_at:
-                row.finished_at = _ts(update.finished_at)
-            if update.reused_from_run_id is not None:
-                row.reused_from_run_id = update.reused_from_run_id
 
-    @staticmethod
-    def _apply_events(session: Session, inp: RecordRunProgressInput) -> None:
-        keys = [e.key for e in inp.events]
-        seen = set(
-            session.scalars(
-                select(RunEvent.dedupe_key).where(RunEvent.run_id == inp.run_id, RunEvent.dedupe_key.in_(keys))
-            )
-        )
-        for event in inp.events:
-            if event.key in seen:
-                continue
-            session.add(
-                RunEvent(
-                    account_id=inp.account_id,
-                    run_id=inp.run_id,
-                    pipeline_id=inp.pipeline_id,
-                    event_type=event.event_type,
-                    payload=event.payload,
-                    dedupe_key=event.key,
-                    created_at=_ts(event.at),
-                )
-            )
-            seen.add(event.key)
+
+runs: Table = PipelineRun.__table__  # type: ignore[assignment]
+steps: Table = StepExecution.__table__  # type: ignore[assignment]
+events: Table = RunEvent.__table__  # type: ignore[assignment]
+STEP_OVERWRITE = ("position", "status", "outputs")
+STEP_KEEP_IF_EMPTY = ("name", "step_type")
+STEP_KEEP_IF_NULL = ("error", "started_at", "finished_at", "reused_from_run_id")

@@ -10,7 +10,6 @@ the secrets a step references; the activity loads and decrypts them, substitutes
 masks them (and their encodings) in everything it writes or returns.
 """
 
-from __future__ import annotations
 
 import asyncio
 import contextlib

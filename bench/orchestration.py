@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,7 @@ async def main() -> None:
     logs = open(work / "children.log", "ab")  # noqa: SIM115
     children = [
         subprocess.Popen([sys.executable, str(REPO / "bench" / "raw_workflow.py"), address], cwd=REPO, stdout=logs, stderr=logs),
-        subprocess.Popen([sys.executable, "worker.py"], cwd=REPO, env=child_env, stdout=logs, stderr=logs),
+        subprocess.Popen([*os.environ.get("BENCH_WORKER_PREFIX", "").split(), sys.executable, "worker.py"], cwd=REPO, env=child_env, stdout=logs, stderr=logs),
         subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
                           "--log-level", "warning", "--no-access-log"], cwd=REPO, env=child_env, stdout=logs, stderr=logs),
     ]
@@ -188,7 +189,7 @@ async def main() -> None:
               "; ".join(f"{name} {value:.1f}" for name, value in cpu_ours.items()))
     finally:
         for child in children:
-            child.terminate()
+            child.send_signal(signal.SIGINT)
         for child in children:
             try:
                 child.wait(15)

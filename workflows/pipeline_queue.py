@@ -6,7 +6,6 @@ signal-with-start in the order they were triggered and starts each as the child 
 ``cancel_queued`` update. When idle the queue finishes; the next trigger starts it again.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta

@@ -8,7 +8,6 @@ same attempt. Progress reaches the database through a batched local activity: on
 step starts (carrying what the previous step did) and one at the end.
 """
 
-from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
