@@ -7,6 +7,7 @@ end. Every write is an upsert keyed by domain ids, so a retried call changes not
 """
 
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,14 +66,13 @@ def _ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _upsert(dialect: str, table: Table, rows: list[dict[str, Any]], keys: list[str], *,
-            overwrite: tuple[str, ...] = (), keep_if_null: tuple[str, ...] = (),
-            keep_if_empty: tuple[str, ...] = ()) -> Any:
-    """INSERT ... ON CONFLICT for SQLite and PostgreSQL. On conflict, ``overwrite`` columns take
-    the new value, ``keep_if_null`` (``keep_if_empty``) columns keep the stored one when the new
-    one is NULL (an empty string); with none, the row is left as it is (DO NOTHING)."""
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    statement = insert.values(rows)
+def _upsert(dialect: str, table: Table, keys: list[str], *, overwrite: tuple[str, ...] = (),
+            keep_if_null: tuple[str, ...] = (), keep_if_empty: tuple[str, ...] = ()) -> Any:
+    """INSERT ... ON CONFLICT for SQLite and PostgreSQL, executed with a list of rows. On
+    conflict, ``overwrite`` columns take the new value, ``keep_if_null`` (``keep_if_empty``)
+    columns keep the stored one when the new one is NULL (an empty string); with none of them
+    the stored row is left as it is (DO NOTHING)."""
+    statement = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     if not (overwrite or keep_if_null or keep_if_empty):
         return statement.on_conflict_do_nothing(index_elements=keys)
     set_ = {name: statement.excluded[name] for name in overwrite}
@@ -80,6 +80,16 @@ def _upsert(dialect: str, table: Table, rows: list[dict[str, Any]], keys: list[s
     set_.update({name: func.coalesce(func.nullif(statement.excluded[name], ""), table.c[name])
                  for name in keep_if_empty})
     return statement.on_conflict_do_update(index_elements=keys, set_=set_)
+
+
+@functools.cache
+def _statements(dialect: str) -> tuple[Any, Any]:
+    """The two upserts, built once per dialect so SQLAlchemy compiles them once."""
+    step_upsert = _upsert(dialect, steps, ["run_id", "step_id", "attempt"], overwrite=("position", "status", "outputs"),
+                          keep_if_null=("error", "started_at", "finished_at", "reused_from_run_id"),
+                          keep_if_empty=("name", "step_type"))
+    event_insert = _upsert(dialect, events, ["run_id", "dedupe_key"])
+    return step_upsert, event_insert
 
 
 class RunBookkeeping:
@@ -97,19 +107,17 @@ class RunBookkeeping:
                 # The run (or its pipeline) was deleted meanwhile, or the input names another
                 # account: write nothing. Failing would only make Temporal retry a hopeless write.
                 return
-            dialect = session.get_bind().dialect.name
+            step_upsert, event_insert = _statements(session.get_bind().dialect.name)
             if inp.run is not None:
                 self._apply_run(session, inp.run_id, inp.run)
             if inp.steps:
-                session.execute(_upsert(dialect, steps, [self._step_row(inp.run_id, u) for u in inp.steps],
-                                        ["run_id", "step_id", "attempt"], overwrite=STEP_OVERWRITE,
-                                        keep_if_null=STEP_KEEP_IF_NULL, keep_if_empty=STEP_KEEP_IF_EMPTY))
+                session.execute(step_upsert, [self._step_row(inp.run_id, u) for u in inp.steps])
             if inp.events:
-                session.execute(_upsert(dialect, events, [
+                session.execute(event_insert, [
                     {"account_id": inp.account_id, "run_id": inp.run_id, "pipeline_id": inp.pipeline_id,
                      "event_type": e.event_type, "payload": e.payload, "dedupe_key": e.key, "created_at": _ts(e.at)}
                     for e in inp.events
-                ], ["run_id", "dedupe_key"]))
+                ])
 
     @staticmethod
     def _apply_run(session: Session, run_id: int, update: RunUpdate) -> None:
@@ -141,6 +149,4 @@ class RunBookkeeping:
 runs: Table = PipelineRun.__table__  # type: ignore[assignment]
 steps: Table = StepExecution.__table__  # type: ignore[assignment]
 events: Table = RunEvent.__table__  # type: ignore[assignment]
-STEP_OVERWRITE = ("position", "status", "outputs")
-STEP_KEEP_IF_EMPTY = ("name", "step_type")
-STEP_KEEP_IF_NULL = ("error", "started_at", "finished_at", "reused_from_run_id")
+

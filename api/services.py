@@ -211,7 +211,7 @@ async def start_run_workflow(temporal: TemporalGateway, settings: Settings, run:
         inp,
         id=run.workflow_id,
         task_queue=settings.task_queue,
-        search_attributes=run_search_attributes(inp, "pending"),
+        search_attributes=run_search_attributes(inp, "running"),
         static_summary=f"{inp.pipeline_name} #{inp.run_number}",
         memo={"pipeline": inp.pipeline_name, "run_number": inp.run_number},
     )

@@ -125,7 +125,7 @@ class PipelineRunWorkflow:
     async def run(self, inp: PipelineRunInput) -> PipelineRunOutcome:
         self._inp = inp
         self._secret_prefix = f"__DEVOPS_SECRET_{workflow.uuid4().hex}_"
-        self._set_status("running")
+        self._status = "running"  # the starter already set the RunStatus search attribute
         self._update_run(RunUpdate(status="running", started_at=self._now()))
         self._event("run_updated", {"status": "running"})
         self._restore_reused_steps()
