@@ -130,6 +130,7 @@ class Pipeline(Base):
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_run_number: Mapped[int] = mapped_column(Integer, default=0)
+    template_version_id: Mapped[int | None] = mapped_column(Integer, default=None)  # installed from
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -246,3 +247,109 @@ class StepLogChunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Schedule(Base):
+    """A cron schedule of a pipeline; each row is the Temporal Schedule ``schedule-<id>``."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(100))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # "api" for schedules made through /schedules, "document" for a pipeline's triggers.schedule
+    source: Mapped[str] = mapped_column(String(20), default="api")
+    description: Mapped[str] = mapped_column(Text, default="")
+    last_run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_run_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class StepApprovalToken(Base):
+    """A single-use approval link for one recipient of one approval gate; only its hash is kept."""
+
+    __tablename__ = "step_approval_tokens"
+    __table_args__ = (Index("ix_step_approval_tokens_run_step", "run_id", "step_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    recipient: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApprovalDecision(Base):
+    """Who decided an approval gate, when, how, and with what comment."""
+
+    __tablename__ = "approval_decisions"
+    __table_args__ = (Index("ix_approval_decisions_run_step", "run_id", "step_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    decision: Mapped[str] = mapped_column(String(20))  # approved | rejected
+    decided_by: Mapped[str] = mapped_column(String(320))
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PipelineTemplate(Base):
+    """A reusable pipeline in the marketplace; its documents live in versions."""
+
+    __tablename__ = "pipeline_templates"
+    __table_args__ = (UniqueConstraint("account_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(20), default="custom")
+    difficulty: Mapped[str] = mapped_column(String(20), default="beginner")
+    status: Mapped[str] = mapped_column(String(20), default="draft")  # draft | published | archived
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    installation_count: Mapped[int] = mapped_column(Integer, default=0)
+    rating_average: Mapped[float] = mapped_column(default=0.0)
+    rating_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PipelineTemplateVersion(Base):
+    __tablename__ = "pipeline_template_versions"
+    __table_args__ = (UniqueConstraint("template_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("pipeline_templates.id", ondelete="CASCADE"), index=True)
+    version: Mapped[str] = mapped_column(String(50))
+    document: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    changelog: Mapped[str] = mapped_column(Text, default="")
+    published_at: Mapped[datetime | None] = mapped_column(default=None)  # published versions are immutable
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PipelineTemplateRating(Base):
+    __tablename__ = "pipeline_template_ratings"
+    __table_args__ = (UniqueConstraint("template_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("pipeline_templates.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    rating: Mapped[int] = mapped_column(Integer)
+    review: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
