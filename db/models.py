@@ -73,6 +73,8 @@ class User(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
     role: Mapped[str] = mapped_column(String(20), default="member")  # admin | member | viewer
+    # where this user's notifications (approval requests with their personal links) are POSTed
+    notify_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
