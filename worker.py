@@ -19,15 +19,18 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
 from activities.bookkeeping import RunBookkeeping
+from activities.schedules import ScheduleActivities
 from activities.steps import StepActivities
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
 from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
+from workflows.scheduled_trigger import ScheduledTriggerWorkflow
 from workflows.task_queues import runner_task_queue
 
-WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow]
+WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -39,6 +42,8 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     steps = StepActivities(settings, sessions)
     bookkeeping = RunBookkeeping(sessions)
+    schedules = ScheduleActivities(settings, sessions, client)
+    approvals = ApprovalActivities(settings, sessions)
     step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom]
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
@@ -51,7 +56,8 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
-            activities=[*step_activities, bookkeeping.record_run_progress],
+            activities=[*step_activities, bookkeeping.record_run_progress, approvals.open_gate,
+                        approvals.record_decision, schedules.start_scheduled_run, schedules.await_run],
             activity_executor=executor,
             **common,
         )

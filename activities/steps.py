@@ -399,7 +399,7 @@ class StepActivities:
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise step_failed("notify needs `with.url`: an http(s) URL")
         if not self._settings.notify_allow_private_targets:
-            await _refuse_private_target(url)
+            await refuse_private_target(url)
         payload = params.get("payload", {})
         body = json.dumps(
             {"run_id": inp.run_id, "run_number": inp.run_number, "pipeline_id": inp.pipeline_id,
@@ -560,7 +560,7 @@ def _kill_leftover_process_group(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-async def _refuse_private_target(url: str) -> None:
+async def refuse_private_target(url: str) -> None:
     host = urlsplit(url).hostname or ""
     port = urlsplit(url).port or (443 if url.startswith("https") else 80)
     try:

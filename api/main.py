@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 from temporalio.client import Client
 
-from api.routes import health, pipeline_runs, pipelines, secrets
+from api import schedules as schedule_service
+from api.routes import (
+    approvals,
+    health,
+    pipeline_runs,
+    pipeline_templates,
+    pipelines,
+    run_streams,
+    schedules,
+    secrets,
+    users,
+)
+from api.streams import StreamHub
 from api.temporal import TemporalGateway
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
@@ -27,7 +40,16 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         app.state.engine = engine
         app.state.sessions = make_session_factory(engine)
         app.state.temporal = TemporalGateway(settings, temporal_client)
+        app.state.streams = StreamHub(settings, engine, app.state.sessions)
+        reconcile = None
+        if settings.schedule_reconcile_on_start:
+            # In the background: the API answers while Temporal is slow or down.
+            reconcile = asyncio.create_task(
+                schedule_service.reconcile_on_start(app.state.temporal, app.state.sessions, settings))
+        app.state.schedule_reconcile = reconcile
         yield
+        if reconcile is not None and not reconcile.done():
+            reconcile.cancel()
         engine.dispose()
 
     app = FastAPI(
@@ -38,8 +60,14 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     )
     devops = APIRouter(prefix=API_PREFIX)
     devops.include_router(pipelines.router)
+    # before pipeline_runs: `/pipeline_runs/stream` would otherwise match `/pipeline_runs/{run_id}`
+    devops.include_router(run_streams.router)
     devops.include_router(pipeline_runs.router)
+    devops.include_router(pipeline_templates.router)
     devops.include_router(secrets.router)
+    devops.include_router(approvals.router)
+    devops.include_router(users.router)
+    devops.include_router(schedules.router)
     app.include_router(devops)
     app.include_router(health.router)
     return app

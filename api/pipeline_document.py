@@ -56,12 +56,27 @@ class RetrySpec(_Strict):
     delay_seconds: float = Field(0.0, ge=0, le=3600)
 
 
+APPROVAL_ROLES = ("admin", "member", "viewer")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
 class ApprovalSpec(_Strict):
     timeout_minutes: int = Field(1440, ge=1, le=43200)
-    recipients: list[str] = Field(default_factory=list)
+    recipients: list[str] = Field(default_factory=list, description="emails, or roles as role:admin")
     require_comment: bool = False
     allow_self_approval: bool = False
     min_approvals: int = Field(1, ge=1, le=20)
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        for recipient in value:
+            role = recipient.removeprefix("role:")
+            if not (EMAIL.match(recipient) or role in APPROVAL_ROLES):
+                raise PydanticCustomError(
+                    "approval_recipient", "'{value}' is neither an email address nor a role (role:admin, "
+                    "role:member, role:viewer)", {"value": recipient})
+        return value
 
 
 class StepDocument(_Strict):
@@ -171,6 +186,13 @@ class PipelineDocument(_Strict):
                 errors.append(_err((*base, "id"), "duplicate_step_id", f"duplicate step id '{step.id}'"))
             if step.if_ is not None:
                 errors += _check_expressions((*base, "if"), step.if_, seen, self.inputs, bare=True)
+            if step.type == "code_factory_gate":
+                condition = step.with_.get("condition")
+                if condition is not None and not isinstance(condition, str):
+                    errors.append(_err((*base, "with", "condition"), "gate_condition",
+                                       "the gate's condition must be an expression string"))
+                elif isinstance(condition, str) and not expressions.has_templates(condition):
+                    errors += _check_expressions((*base, "with", "condition"), condition, seen, self.inputs, bare=True)
             for path, text in _strings(step.with_, (*base, "with")):
                 if path[-1] in SHELL_TEXT_FIELDS and len(path) == len(base) + 2 and expressions.has_templates(text):
                     errors.append(_err(path, "expression_in_shell",

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import HTTPException, status
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -16,7 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api import errors
 from api.pipeline_document import PipelineDocument, normalized, resolve_run_inputs, step_snapshot
 from api.temporal import TemporalGateway
-from db.models import Pipeline, PipelineRun, PipelineStep, RunEvent, StepExecution
+from db.models import Pipeline, PipelineRun, PipelineStep, RunEvent, StepExecution, User
 from settings import Settings
 from workflows.pipeline_queue import (
     PipelineQueueInput,
@@ -171,6 +171,10 @@ def create_run(
 def workflow_input(run: PipelineRun, settings: Settings,
                    reused_steps: dict[str, dict[str, Any]] | None = None) -> PipelineRunInput:
     snapshot = run.pipeline_snapshot
+    session = object_session(run)
+    triggered_by = None
+    if run.triggered_by_user_id is not None and session is not None:
+        triggered_by = session.scalar(select(User.email).where(User.id == run.triggered_by_user_id))
     labels = snapshot.get("runner_labels") or []
     return PipelineRunInput(
         run_id=run.id, account_id=run.account_id, pipeline_id=run.pipeline_id,
@@ -183,6 +187,7 @@ def workflow_input(run: PipelineRun, settings: Settings,
         step_heartbeat_timeout_seconds=settings.step_heartbeat_timeout_seconds,
         default_step_timeout_minutes=settings.default_step_timeout_minutes,
         reused_steps=reused_steps or {},
+        triggered_by=triggered_by,
     )
 
 

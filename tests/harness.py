@@ -186,8 +186,9 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
 
 def build_stack(backend: str, settings: Settings, infra: InfraLoop, temporal: Client, *, worker: bool = True) -> Stack:
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    stack = Stack(backend=backend, settings=settings, infra=infra, temporal=temporal, api=ApiServer(settings),
-                  sessions=sessions)
+    api = ApiServer(settings)
+    settings.public_api_url = api.url  # links in notifications (approval requests) point here
+    stack = Stack(backend=backend, settings=settings, infra=infra, temporal=temporal, api=api, sessions=sessions)
     if worker:
         stack.start_worker()
     return stack
@@ -198,7 +199,7 @@ def worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes
     env = {**os.environ, "DEVOPS_ENVIRONMENT": settings.environment, "DEVOPS_DATABASE_URL": settings.database_url,
            "DEVOPS_DATA_DIR": str(settings.data_dir), "DEVOPS_TEMPORAL_ADDRESS": settings.temporal_address,
            "DEVOPS_TASK_QUEUE": settings.task_queue, "DEVOPS_SECRET_KEY": settings.secret_key,
-           "DEVOPS_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+           "DEVOPS_TEMPORAL_NAMESPACE": settings.temporal_namespace, "DEVOPS_PUBLIC_API_URL": settings.public_api_url,
            "DEVOPS_STEP_HEARTBEAT_TIMEOUT_SECONDS": str(settings.step_heartbeat_timeout_seconds),
            "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS": "true"}
     if settings.workspace_dir:

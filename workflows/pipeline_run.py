@@ -10,8 +10,9 @@ step starts (carrying what the previous step did) and one at the end.
 
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -22,6 +23,12 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from activities.approvals import (
+        ApprovalActivities,
+        OpenApprovalGateInput,
+        OpenApprovalGateResult,
+        RecordApprovalDecisionInput,
+    )
     from activities.bookkeeping import (
         EventRecord,
         RecordRunProgressInput,
@@ -75,6 +82,45 @@ class PipelineRunInput:
     default_step_timeout_minutes: int = 60
     # step id -> {"status", "outputs", "run_id"}: earlier steps reused by a retry from a step
     reused_steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    triggered_by: str | None = None  # the email of the user who started the run, if any
+
+
+@dataclass
+class ApprovalDecisionRequest:
+    """A reviewer's decision on the approval gate of ``step_id``: by token (a link from the
+    recipient's notification) or by a signed-in user (``decided_by`` is their email)."""
+
+    step_id: str
+    decision: str  # approve | reject
+    comment: str = ""
+    token_hash: str | None = None
+    decided_by: str = ""
+    user_id: int | None = None
+
+
+@dataclass
+class ApprovalDecisionResult:
+    outcome: str  # approved | rejected | pending (more approvals are needed)
+    approvals: int
+    required: int
+    decided_by: str
+
+
+@dataclass
+class ApprovalGate:
+    step_id: str
+    attempt: int
+    tickets: dict[str, str]  # token hash -> recipient email
+    recipients: list[str]
+    required: int
+    require_comment: bool
+    allow_self_approval: bool
+    expires_at: str
+    used: list[str] = field(default_factory=list)
+    approvers: list[str] = field(default_factory=list)
+    outcome: str | None = None  # approved | rejected | timeout
+    decided_by: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -108,6 +154,11 @@ class PipelineRunWorkflow:
         self._pending_run: RunUpdate | None = None
         self._event_seq = 0
         self._secret_prefix = ""
+        self._gate: ApprovalGate | None = None
+        self._used_tokens: set[str] = set()
+        self._opened_attempts: set[tuple[str, int]] = set()  # (step, attempt) rows written with started_at
+        self._deadline = 0.0
+        self._clock_paused_at: float | None = None
 
     @workflow.query
     def progress(self) -> dict[str, Any]:
@@ -119,7 +170,86 @@ class PipelineRunWorkflow:
             "current_attempt": current[2] if current else None,
             "steps": self._states,
             "error": self._error,
+            "approval": self._gate_view(),
         }
+
+    def _gate_view(self) -> dict[str, Any] | None:
+        gate = self._gate
+        if gate is None:
+            return None
+        return {"step_id": gate.step_id, "recipients": gate.recipients, "expires_at": gate.expires_at,
+                "required": gate.required, "approvals": len(gate.approvers), "approvers": gate.approvers}
+
+    # ---- approval decisions (Update) --------------------------------------------------------
+
+    @workflow.update
+    async def decide_approval(self, request: ApprovalDecisionRequest) -> ApprovalDecisionResult:
+        """Approve or reject the gate the run is waiting at. Refused (before anything is
+        recorded) by the validator for a wrong, used or expired token, a non-recipient, a
+        missing required comment, self-approval, or a run that is not waiting."""
+        # Checked again here: updates arriving together are all validated before any handler runs.
+        recipient = self._check_decision(request)
+        gate = self._gate
+        assert gate is not None
+        if request.token_hash:
+            gate.used.append(request.token_hash)
+            self._used_tokens.add(request.token_hash)
+        if request.decision == "approve":
+            decision = "approved"
+            gate.approvers.append(recipient)
+            if len(gate.approvers) >= gate.required:
+                gate.outcome, gate.decided_by = "approved", ", ".join(gate.approvers)
+        else:
+            decision = "rejected"
+            gate.outcome, gate.decided_by = "rejected", recipient
+            gate.reason = request.comment.strip() or "no reason given"
+        inp = self._require_input()
+        self._event_seq += 1
+        await workflow.execute_local_activity_method(
+            ApprovalActivities.record_decision,
+            RecordApprovalDecisionInput(
+                run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id, step_id=gate.step_id,
+                attempt=gate.attempt, decision=decision, decided_by=recipient, comment=request.comment,
+                at=self._now(), event_key=f"wf-{self._event_seq}", user_id=request.user_id,
+                token_hash=request.token_hash,
+            ),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        return ApprovalDecisionResult(outcome=gate.outcome or "pending", approvals=len(gate.approvers),
+                                      required=gate.required, decided_by=recipient)
+
+    @decide_approval.validator
+    def _validate_decision(self, request: ApprovalDecisionRequest) -> None:
+        self._check_decision(request)
+
+    def _check_decision(self, request: ApprovalDecisionRequest) -> str:
+        """The recipient deciding, or an ApplicationError whose type says what is wrong."""
+        gate = self._gate
+        if request.token_hash is not None and request.token_hash in self._used_tokens:
+            raise _refusal("ApprovalTokenUsed", "this approval link has already been used")
+        if gate is None or gate.step_id != request.step_id or gate.outcome is not None:
+            raise _refusal("ApprovalNotWaiting", f"this run is not waiting for an approval of step '{request.step_id}'")
+        if request.decision not in ("approve", "reject"):
+            raise _refusal("ApprovalInvalidDecision", "decision must be approve or reject")
+        if request.token_hash is not None:
+            recipient = gate.tickets.get(request.token_hash)
+            if recipient is None:
+                raise _refusal("ApprovalTokenInvalid", "this approval link is not valid for this approval")
+        else:
+            recipient = request.decided_by
+            if recipient.lower() not in {r.lower() for r in gate.recipients}:
+                raise _refusal("ApprovalNotRecipient", "you are not a recipient of this approval request")
+        if workflow.now() >= datetime.fromisoformat(gate.expires_at):
+            raise _refusal("ApprovalTokenExpired", "this approval request has expired")
+        if recipient.lower() in {a.lower() for a in gate.approvers}:
+            raise _refusal("ApprovalAlreadyDecided", f"{recipient} has already approved this step")
+        if gate.require_comment and not request.comment.strip():
+            raise _refusal("ApprovalCommentRequired", "a comment is required for this approval")
+        triggered_by = self._require_input().triggered_by
+        if not gate.allow_self_approval and triggered_by and recipient.lower() == triggered_by.lower():
+            raise _refusal("ApprovalSelfApproval", "you started this run; someone else must approve it")
+        return recipient
 
     @workflow.run
     async def run(self, inp: PipelineRunInput) -> PipelineRunOutcome:
@@ -132,9 +262,7 @@ class PipelineRunWorkflow:
 
         timed_out = cancelled = False
         try:
-            await asyncio.wait_for(self._run_steps(), timeout=inp.timeout_seconds)
-        except TimeoutError:
-            timed_out = True
+            timed_out = await self._run_steps_within_timeout()
         except asyncio.CancelledError:
             cancelled = True
 
@@ -152,6 +280,7 @@ class PipelineRunWorkflow:
         self._update_run(RunUpdate(status=status, error=error, outputs=outputs, finished_at=self._now()))
         self._event("run_completed", {"status": status, "error": error})
         await self._flush()
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
         if cancelled:
             raise asyncio.CancelledError()
@@ -160,6 +289,36 @@ class PipelineRunWorkflow:
         return PipelineRunOutcome(status=status, error=error, outputs=outputs)
 
     # ---- the step loop -----------------------------------------------------------------
+
+    async def _run_steps_within_timeout(self) -> bool:
+        """Run the steps; True if the run's time budget ran out first. The budget bounds
+        execution: the clock stops while an approval gate waits for reviewers."""
+        inp = self._require_input()
+        self._deadline = workflow.time() + inp.timeout_seconds
+        steps = asyncio.create_task(self._run_steps())
+        try:
+            while not steps.done():
+                if self._clock_paused_at is not None:
+                    await workflow.wait_condition(lambda: steps.done() or self._clock_paused_at is None)
+                    continue
+                remaining = self._deadline - workflow.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: steps.done() or self._clock_paused_at is not None,
+                                                  timeout=remaining)
+            else:
+                await steps
+                return False
+        except asyncio.CancelledError:
+            steps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await steps
+            raise
+        steps.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await steps
+        return True
 
     async def _run_steps(self) -> None:
         inp = self._require_input()
@@ -184,7 +343,91 @@ class PipelineRunWorkflow:
                 self._finish_step(step, position, 1, "failure",
                                   error=f"step type '{step['type']}' is not available yet in this release")
                 continue
+            if step["type"] == "code_factory_gate":
+                await self._code_factory_gate(step, position)
+                continue
+            if step.get("requires_approval"):
+                gate = await self._approval_gate(step, position, 1)
+                if gate.outcome != "approved":
+                    self._finish_step(step, position, 1, "failure", error=_gate_failure(gate, step))
+                    continue
             await self._run_step(step, position)
+
+    async def _code_factory_gate(self, step: dict[str, Any], position: int) -> None:
+        """Pass on its own when ``with.condition`` holds over earlier steps' outputs; otherwise
+        become an approval gate."""
+        condition = (step.get("with") or {}).get("condition")
+        passed = False
+        if isinstance(condition, str) and condition.strip():
+            source = condition.strip()
+            if expressions.has_templates(source):
+                templates = expressions.find_templates(source)
+                source = templates[0][2] if len(templates) == 1 else source
+            try:
+                passed = expressions.is_truthy(expressions.evaluate(source, self._context(step)))
+            except expressions.ExpressionError as exc:
+                self._finish_step(step, position, 1, "failure",
+                                  error=f"the gate's condition could not be evaluated: {exc.message}")
+                return
+        if passed:
+            self._finish_step(step, position, 1, "success", outputs={"gate": "passed", "approved_by": ""})
+            return
+        gate = await self._approval_gate(step, position, 1)
+        if gate.outcome == "approved":
+            self._finish_step(step, position, 1, "success",
+                              outputs={"gate": "approved", "approved_by": gate.decided_by or ""})
+        else:
+            self._finish_step(step, position, 1, "failure", error=_gate_failure(gate, step))
+
+    async def _approval_gate(self, step: dict[str, Any], position: int, attempt: int) -> ApprovalGate:
+        """Open the gate (tokens minted and delivered by an activity), wait for enough
+        approvals, a rejection, or the durable expiry timer."""
+        inp = self._require_input()
+        spec = step.get("approval") or {}
+        timeout_minutes = int(spec.get("timeout_minutes", 1440))
+        expires_at = (workflow.now() + timedelta(minutes=timeout_minutes)).isoformat()
+        name = step.get("name") or step["id"]
+        self._current = (step, position, attempt)
+        opened: OpenApprovalGateResult = await workflow.execute_activity_method(
+            ApprovalActivities.open_gate,
+            OpenApprovalGateInput(
+                run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id,
+                pipeline_name=inp.pipeline_name, run_number=inp.run_number, step_id=step["id"], step_name=name,
+                attempt=attempt, recipients=list(spec.get("recipients") or ["role:admin"]), expires_at=expires_at,
+            ),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=RetryPolicy(maximum_attempts=5),
+            summary=f"approval gate of {name}",
+        )
+        gate = ApprovalGate(
+            step_id=step["id"], attempt=attempt, tickets={t.token_hash: t.recipient for t in opened.tickets},
+            recipients=[t.recipient for t in opened.tickets], required=int(spec.get("min_approvals", 1)),
+            require_comment=bool(spec.get("require_comment", False)),
+            allow_self_approval=bool(spec.get("allow_self_approval", False)), expires_at=expires_at,
+        )
+        self._gate = gate
+        self._states[step["id"]] = {"status": "waiting_approval", "attempt": attempt, "outputs": {}}
+        self._pending_steps[(step["id"], attempt)] = StepUpdate(
+            step_id=step["id"], position=position, attempt=attempt, status="waiting_approval", name=name,
+            step_type=step["type"], started_at=self._now(),
+        )
+        self._opened_attempts.add((step["id"], attempt))
+        self._event("approval_requested", {
+            "step_id": step["id"], "attempt": attempt, "recipients": gate.recipients, "required": gate.required,
+            "expires_at": expires_at, "undeliverable": opened.unresolved,
+        })
+        await self._flush()
+        self._clock_paused_at = workflow.time()
+        try:
+            await workflow.wait_condition(lambda: gate.outcome is not None, timeout=timeout_minutes * 60)
+        except TimeoutError:
+            gate.outcome = "timeout"
+        # Not reached when cancelled: the step stays current and is closed as cancelled.
+        self._deadline += workflow.time() - self._clock_paused_at
+        self._clock_paused_at = None
+        self._gate = None
+        self._current = None
+        return gate
 
     async def _run_step(self, step: dict[str, Any], position: int) -> None:
         inp = self._require_input()
@@ -208,6 +451,7 @@ class PipelineRunWorkflow:
                 step_id=step["id"], position=position, attempt=attempt, status="running",
                 name=step.get("name") or step["id"], step_type=step["type"], started_at=started_at,
             )
+            self._opened_attempts.add((step["id"], attempt))
             self._event("step_started", {"step_id": step["id"], "attempt": attempt})
             await self._flush()
             self._current = (step, position, attempt)
@@ -277,7 +521,8 @@ class PipelineRunWorkflow:
         update = self._pending_steps.get(key) or StepUpdate(
             step_id=step["id"], position=position, attempt=attempt, status=status,
             name=step.get("name") or step["id"], step_type=step["type"],
-            started_at=None if status == "skipped" else now,
+            # None keeps the start time already stored for this attempt
+            started_at=None if status == "skipped" or key in self._opened_attempts else now,
         )
         update.status = status
         update.error = error
@@ -391,6 +636,17 @@ class PipelineRunWorkflow:
     def _require_input(self) -> PipelineRunInput:
         assert self._inp is not None
         return self._inp
+
+
+def _refusal(kind: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+def _gate_failure(gate: ApprovalGate, step: dict[str, Any]) -> str:
+    if gate.outcome == "rejected":
+        return f"rejected by {gate.decided_by}: {gate.reason}"
+    minutes = int((step.get("approval") or {}).get("timeout_minutes", 1440))
+    return f"approval timed out after {minutes} minutes"
 
 
 def _duration_text(seconds: float) -> str:

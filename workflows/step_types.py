@@ -21,7 +21,7 @@ STEP_TYPES: tuple[str, ...] = (
 )
 
 # Step types with a handler in activities.steps; the others answer "not available yet".
-AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom"})
+AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom", "code_factory_gate"})
 
 TRIGGER_TYPES: tuple[str, ...] = (
     "manual",

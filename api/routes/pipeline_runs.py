@@ -11,20 +11,23 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import object_session
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors, services
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.schemas import (
+    ApprovalDecisionPublic,
     PipelineRunPublic,
     PipelineRunsPublic,
     RunLogsPublic,
+    StepApprovalPublic,
     StepAttemptPublic,
     StepExecutionPublic,
     StepLogPublic,
 )
 from api.temporal import TemporalGateway
-from db.models import PipelineRun, RunEvent, StepExecution, StepLogChunk
+from db.models import ApprovalDecision, PipelineRun, RunEvent, StepApprovalToken, StepExecution, StepLogChunk
 from workflows.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
 
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
@@ -33,7 +36,30 @@ MAX_WAIT_SECONDS = 60
 QUEUED_POLL_SECONDS = 0.25
 
 
-def _steps_public(run: PipelineRun) -> list[StepExecutionPublic]:
+def _approvals(run: PipelineRun) -> tuple[list[ApprovalDecisionPublic], dict[str, StepApprovalPublic]]:
+    """Decisions of the run, and the gates its steps have (had), from the database."""
+    session = object_session(run)
+    if session is None:
+        return [], {}
+    decisions = [
+        ApprovalDecisionPublic(step_id=d.step_id, attempt=d.attempt, decision=d.decision, decided_by=d.decided_by,
+                               comment=d.comment, created_at=d.created_at)
+        for d in session.scalars(select(ApprovalDecision).where(ApprovalDecision.run_id == run.id)
+                                 .order_by(ApprovalDecision.id))
+    ]
+    tokens = session.scalars(select(StepApprovalToken).where(StepApprovalToken.run_id == run.id)).all()
+    gates: dict[str, StepApprovalPublic] = {}
+    required = {s["id"]: int((s.get("approval") or {}).get("min_approvals", 1))
+                for s in run.pipeline_snapshot.get("steps", [])}
+    for token in tokens:
+        gate = gates.setdefault(token.step_id, StepApprovalPublic(
+            recipients=[], expires_at=token.expires_at, required=required.get(token.step_id, 1),
+            decisions=[d for d in decisions if d.step_id == token.step_id]))
+        gate.recipients.append(token.recipient)
+    return decisions, gates
+
+
+def _steps_public(run: PipelineRun, gates: dict[str, StepApprovalPublic]) -> list[StepExecutionPublic]:
     by_step: dict[str, list[StepExecution]] = defaultdict(list)
     for row in run.steps:
         by_step[row.step_id].append(row)
@@ -49,6 +75,7 @@ def _steps_public(run: PipelineRun) -> list[StepExecutionPublic]:
             reused_from_run_id=latest.reused_from_run_id if latest else None,
             history=[StepAttemptPublic(attempt=r.attempt, status=r.status, outputs=r.outputs, error=r.error,
                                        started_at=r.started_at, finished_at=r.finished_at) for r in rows],
+            approval=gates.get(step["id"]),
         ))
     return result
 
@@ -57,14 +84,18 @@ def run_public(run: PipelineRun, temporal: TemporalGateway, *, with_steps: bool 
     duration = None
     if run.started_at and run.finished_at:
         duration = (run.finished_at - run.started_at).total_seconds()
-    return PipelineRunPublic(
+    public = PipelineRunPublic(
         id=run.id, pipeline_id=run.pipeline_id, run_number=run.run_number, status=run.status,
         trigger_type=run.trigger_type, trigger_context=run.trigger_context, inputs=run.inputs, outputs=run.outputs,
         error=run.error, workflow_id=run.workflow_id, temporal_ui_url=temporal.ui_url(run.workflow_id),
         retry_of_run_id=run.retry_of_run_id, from_step=run.from_step, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, duration_seconds=duration,
-        steps=_steps_public(run) if with_steps else None,
+        steps=None,
     )
+    if with_steps:
+        public.approvals, gates = _approvals(run)
+        public.steps = _steps_public(run, gates)
+    return public
 
 
 @router.get("", response_model=PipelineRunsPublic)
