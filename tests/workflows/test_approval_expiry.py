@@ -1,5 +1,6 @@
 """A 24-hour approval timeout expires in seconds on Temporal's time-skipping test server."""
 
+import asyncio
 import shutil
 import sys
 import uuid
@@ -58,7 +59,8 @@ async def test_an_unanswered_24_hour_approval_times_out_and_fails_the_step(tmp_p
             handle = await env.client.start_workflow(PipelineRunWorkflow.run, inp, id=workflow_id,
                                                      task_queue=settings.task_queue)
             try:
-                await handle.result()
+                # bounded: a stuck workflow fails the test instead of hanging the suite
+                await asyncio.wait_for(handle.result(), 60)
                 raise AssertionError("the run should have failed")
             except WorkflowFailureError as err:
                 assert err.cause.message == "step 'deploy' failed: approval timed out after 1440 minutes"
