@@ -46,6 +46,27 @@ class Settings(BaseSettings):
     notify_allow_private_targets: bool = False
     step_log_cap_bytes: int = 2_000_000
 
+    stream_poll_interval_seconds: float = Field(
+        0.2, gt=0, le=5, description="live streams (SSE) look for new run events and log lines this often"
+    )
+    stream_keepalive_seconds: float = Field(
+        15.0, gt=0, description="an idle live stream sends a `: keep-alive` comment this often, for proxies"
+    )
+    stream_gap_settle_seconds: float = Field(
+        5.0, ge=0, description="a missing id below visible ones is waited for this long (a transaction still "
+        "committing) before live streams pass it as an id that will never appear (rolled back)"
+    )
+
+    schedule_reconcile_on_start: bool = Field(
+        True, description="compare schedules rows with Temporal Schedules when the API starts, and repair"
+    )
+    schedule_catchup_window_seconds: float = Field(
+        300.0, description="fires missed while Temporal was down are still taken if at most this late"
+    )
+    schedule_trigger_wait_seconds: float = Field(
+        10.0, description="how long POST /schedules/{id}/trigger waits for the run to be created"
+    )
+
     @field_validator("old_secret_keys", mode="before")
     @classmethod
     def _split_old_secret_keys(cls, value: Any) -> Any:

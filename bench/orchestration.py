@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,19 +27,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from temporalio.testing import WorkflowEnvironment
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from common import (  # noqa: E402
+    admin_token,
+    cpu_seconds,
+    drop_database,
+    percentile,
+    prepare_database,
+    service_env,
+    start_api,
+    start_temporal,
+    start_worker,
+    stop,
+    temporal_server_pid,
+    wait_http,
+)
 from raw_workflow import RAW_QUEUE, RawThreeActivities  # noqa: E402
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @dataclass
@@ -76,37 +82,6 @@ async def measure(one_run, sequential: int, total: int, concurrency: int) -> Fig
     return Figures(statistics.median(latencies), percentile(latencies, 0.99), total / elapsed)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def temporal_server_pid(work: Path) -> int:
-    """The dev server started for this benchmark (its command line names our temp dir)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"start-dev" in cmdline and any(str(work).encode() in part for part in cmdline):
-                return int(proc.name)
-    raise RuntimeError("the Temporal dev server process was not found")
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sequential", type=int, default=40)
@@ -115,43 +90,19 @@ async def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
 
-    from api.auth import create_account_with_admin
-    from db.migrate import upgrade
-    from db.session import make_engine, make_session_factory
-    from workflows.search_attributes import dev_server_args
-
     work = Path(tempfile.mkdtemp(prefix="bench-orch-"))
-    temporal_bin = shutil.which("temporal") or str(Path(sys.executable).parent / "temporal")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_bin, dev_server_database_filename=str(work / "temporal.db"),
-        dev_server_extra_args=[*dev_server_args(), "--log-level", "error"], ui=False,
-    )
+    env = await start_temporal(work)
     address = env.client.service_client.config.target_host
-    database_url = args.database_url or f"sqlite:///{work / 'devops.db'}"
-    if database_url.startswith("postgresql"):
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.engine import make_url
-
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(database_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        database_url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
-    upgrade(database_url)
-    sessions = make_session_factory(make_engine(database_url))
-    with sessions.begin() as session:
-        token = create_account_with_admin(session, "bench", "bench@localhost")[2].token
+    database_url = prepare_database(args.database_url, work)
+    token = admin_token(database_url)
 
     port = 18000 + os.getpid() % 1000
-    child_env = {**os.environ, "DEVOPS_DATABASE_URL": database_url, "DEVOPS_DATA_DIR": str(work),
-                 "DEVOPS_TEMPORAL_ADDRESS": address, "DEVOPS_TASK_QUEUE": "bench-ours",
-                 "DEVOPS_ENVIRONMENT": "test", "DEVOPS_API_PORT": str(port)}
+    child_env = service_env(database_url, work, address, port, "bench-ours")
     logs = open(work / "children.log", "ab")  # noqa: SIM115
     children = [
         subprocess.Popen([sys.executable, str(REPO / "bench" / "raw_workflow.py"), address], cwd=REPO, stdout=logs, stderr=logs),
-        subprocess.Popen([*os.environ.get("BENCH_WORKER_PREFIX", "").split(), sys.executable, "worker.py"], cwd=REPO, env=child_env, stdout=logs, stderr=logs),
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
-                          "--log-level", "warning", "--no-access-log"], cwd=REPO, env=child_env, stdout=logs, stderr=logs),
+        start_worker(child_env, logs),
+        start_api(child_env, port, logs),
     ]
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
@@ -208,14 +159,9 @@ async def main() -> None:
         print("  (a) " + "; ".join(f"{name} {value:.1f}" for name, value in cpu_raw.items()))
         print("  (b) " + "; ".join(f"{name} {value:.1f}" for name, value in cpu_ours.items()))
     finally:
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(children)
         await env.shutdown()
+        drop_database(database_url)
         shutil.rmtree(work, ignore_errors=True)
 
 
