@@ -224,6 +224,8 @@ class RunEvent(Base):
     __table_args__ = (
         Index("ix_run_events_account_id_id", "account_id", "id"),
         UniqueConstraint("run_id", "dedupe_key"),
+        # ids are stream cursors: SQLite must never hand out a deleted row's id again
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -240,7 +242,7 @@ class StepLogChunk(Base):
     """A batch of log lines of one step attempt; (run, step, attempt, seq) orders them."""
 
     __tablename__ = "step_log_chunks"
-    __table_args__ = (UniqueConstraint("run_id", "step_id", "attempt", "seq"),)
+    __table_args__ = (UniqueConstraint("run_id", "step_id", "attempt", "seq"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True)
