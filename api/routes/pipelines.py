@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api import errors, services
+from api import schedules as schedule_service
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.pipeline_document import PipelineDocument, dump_yaml, normalized, parse_yaml
 from api.routes.pipeline_runs import run_public
@@ -98,10 +99,11 @@ def list_pipelines(session: SessionDep, caller: CurrentCaller,
 
 
 @router.post("", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED)
-def create_pipeline(session: SessionDep, caller: WriterCaller,
+def create_pipeline(session: SessionDep, caller: WriterCaller, temporal: TemporalDep, settings: SettingsDep,
                     document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Create a pipeline from its document (JSON). Everything is validated before saving."""
     pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
 
@@ -113,7 +115,8 @@ def create_pipeline(session: SessionDep, caller: WriterCaller,
         "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
     }, "required": True}},
 )
-async def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller) -> PipelinePublic:
+async def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                          settings: SettingsDep) -> PipelinePublic:
     """Create a pipeline from a YAML (``Content-Type: application/yaml``) or JSON document."""
     raw = await request.body()
     content_type = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
@@ -139,6 +142,7 @@ async def import_pipeline(request: Request, session: SessionDep, caller: WriterC
 
     def save() -> PipelinePublic:
         pipeline = services.apply_document(session, caller.account_id, document)
+        schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
         session.commit()
         return pipeline_public(pipeline)
 
@@ -151,29 +155,33 @@ def show_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller) 
 
 
 @router.put("/{pipeline_id}", response_model=PipelinePublic)
-def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
+def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                     settings: SettingsDep,
                      document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Replace the whole definition with a new document."""
     pipeline = _editable(session, caller, pipeline_id)
     services.apply_document(session, caller.account_id, _validate(document), pipeline)
+    schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
 
 
 @router.patch("/{pipeline_id}", response_model=PipelinePublic)
-def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
+def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                    settings: SettingsDep,
                     changes: Annotated[dict[str, Any], Body(examples=[{"is_active": False}])]) -> PipelinePublic:
     """Change some top-level fields of the document (e.g. ``is_active``, ``description``,
     ``steps``); the result is validated as a whole."""
     pipeline = _editable(session, caller, pipeline_id)
     merged = {**services.export_document(pipeline), **changes}
     services.apply_document(session, caller.account_id, _validate(merged), pipeline)
+    schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
 
 
 @router.delete("/{pipeline_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+def delete_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep) -> Response:
     pipeline = _editable(session, caller, pipeline_id)
     # A live run's workflow still writes its rows; deleting them under it would leave it failing.
     unfinished = session.scalars(
@@ -183,6 +191,7 @@ def delete_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller)
     if unfinished:
         raise errors.conflict(f"the pipeline has unfinished runs ({', '.join(map(str, unfinished))}); "
                               "cancel them or let them finish before deleting it")
+    schedule_service.delete_pipeline_schedules(session, temporal, pipeline)  # rows cascade with the pipeline
     session.delete(pipeline)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -204,8 +213,8 @@ def export_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller
 
 
 @router.post("/{pipeline_id}/clone", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED)
-def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
-                   body: CloneRequest | None = None) -> PipelinePublic:
+def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                   settings: SettingsDep, body: CloneRequest | None = None) -> PipelinePublic:
     """A copy in the same account (system pipelines too); the copy is never a system pipeline."""
     source = services.get_pipeline(session, caller.account_id, pipeline_id)
     body = body or CloneRequest()
@@ -221,6 +230,7 @@ def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
             slug = f"{base}-{n}"
     document["slug"] = slug
     pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
 
