@@ -53,21 +53,34 @@ class Caller:
         return self.role in ("admin", "member")
 
 
-def get_caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """The caller of a bearer token, or 401."""
     unauthorized = HTTPException(
         status.HTTP_401_UNAUTHORIZED, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
     )
     if credentials is None or not credentials.credentials:
         raise unauthorized
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(credentials.credentials)))
+    now = datetime.now(UTC)
+    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
+        raise unauthorized
+    caller = Caller(account_id=token.account_id, user_id=token.user_id, role=token.user.role, token_id=token.id)
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        token.last_used_at = now
+        session.commit()
+    return caller
+
+
+def get_caller(session: SessionDep,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
+    # The request's own session: one connection per request, not two.
+    return authenticate(session, credentials)
+
+
+def get_caller_with_own_session(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """For long-lived responses (streams) that must not hold a session while they run."""
     with request.app.state.sessions() as session:
-        token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(credentials.credentials)))
-        now = datetime.now(UTC)
-        if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
-            raise unauthorized
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-            token.last_used_at = now
-            session.commit()
-        return Caller(account_id=token.account_id, user_id=token.user_id, role=token.user.role, token_id=token.id)
+        return authenticate(session, credentials)
 
 
 CurrentCaller = Annotated[Caller, Depends(get_caller)]

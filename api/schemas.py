@@ -44,6 +44,7 @@ class PipelinePublic(BaseModel):
     is_active: bool
     steps: list[PipelineStepPublic]
     last_run_number: int
+    template_version_id: int | None = Field(None, description="the template version it was installed from")
     created_at: datetime
     updated_at: datetime
 

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import HTTPException, status
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm.attributes import set_committed_value
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -160,6 +161,7 @@ def create_run(
     )
     session.add(run)
     session.flush()
+    set_committed_value(run, "steps", [])  # a new run has no step rows: spare the lazy load
     run.workflow_id = run_workflow_id(run.id)
     session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=pipeline.id,
                          event_type="run_created", dedupe_key="api-created",

@@ -131,7 +131,8 @@ def start_worker(env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]
 
 
 def start_api(env: dict[str, str], port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
+    prefix = os.environ.get("BENCH_API_PREFIX", "").split()  # e.g. a profiler
+    return subprocess.Popen([*prefix, sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(port),
                              "--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5"],
                             cwd=REPO, env=env, stdout=log, stderr=log)
 

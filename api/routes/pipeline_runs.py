@@ -39,7 +39,9 @@ QUEUED_POLL_SECONDS = 0.25
 def _approvals(run: PipelineRun) -> tuple[list[ApprovalDecisionPublic], dict[str, StepApprovalPublic]]:
     """Decisions of the run, and the gates its steps have (had), from the database."""
     session = object_session(run)
-    if session is None:
+    gated = any(s.get("requires_approval") or s.get("type") == "code_factory_gate"
+                for s in run.pipeline_snapshot.get("steps", []))
+    if session is None or not gated:
         return [], {}
     decisions = [
         ApprovalDecisionPublic(step_id=d.step_id, attempt=d.attempt, decision=d.decision, decided_by=d.decided_by,

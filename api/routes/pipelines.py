@@ -53,6 +53,7 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
         allow_concurrent=pipeline.allow_concurrent, timeout_minutes=pipeline.timeout_minutes,
         runner_labels=list(pipeline.runner_labels), features=pipeline.features, inputs=pipeline.inputs,
         env=pipeline.env, is_active=pipeline.is_active, last_run_number=pipeline.last_run_number,
+        template_version_id=pipeline.template_version_id,
         created_at=pipeline.created_at, updated_at=pipeline.updated_at,
         steps=[
             PipelineStepPublic(

@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
 from api import errors, services
-from api.deps import Caller, bearer, get_caller
+from api.deps import Caller, bearer, get_caller_with_own_session
 from api.streams import CursorError, LogCursor, StreamHub, parse_event_cursor, parse_log_cursor
 
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
@@ -40,7 +40,7 @@ def stream_caller(
         _drop_access_token_from_query(request)
         if credentials is None:
             credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=access_token)
-    return get_caller(request, credentials)
+    return get_caller_with_own_session(request, credentials)
 
 
 def _drop_access_token_from_query(request: Request) -> None:

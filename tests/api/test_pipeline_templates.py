@@ -127,7 +127,7 @@ def test_full_lifecycle_from_draft_to_install_and_ratings(stack):
         origin = session.scalar(select(Pipeline.template_version_id).where(Pipeline.id == pipeline["id"]))
         version_id = session.scalar(select(PipelineTemplateVersion.id).where(
             PipelineTemplateVersion.template_id == tid, PipelineTemplateVersion.version == "1.0.0"))
-    assert origin == version_id
+    assert origin == version_id == pipeline["template_version_id"]
     assert show(owner.client, tid)["installation_count"] == 1
 
     third = stack.account()
