@@ -16,6 +16,7 @@ from api.routes import (
     pipeline_runs,
     pipeline_templates,
     pipelines,
+    providers,
     run_streams,
     schedules,
     secrets,
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(approvals.router)
     devops.include_router(users.router)
     devops.include_router(schedules.router)
+    devops.include_router(providers.router)
     app.include_router(devops)
     app.include_router(health.router)
     return app

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -305,3 +306,115 @@ class TemplateRatingPublic(BaseModel):
 class TemplateRatingsPublic(BaseModel):
     data: list[TemplateRatingPublic]
     count: int
+
+
+# ---- git providers and credentials ---------------------------------------------------------
+
+GitProviderType = Literal["github", "gitlab", "gitea", "bitbucket"]
+ProviderName = Annotated[str, Field(min_length=1, max_length=100)]
+ProviderBaseUrl = Annotated[str, Field(min_length=1, max_length=2000, examples=["https://gitea.example.com"],
+                                       description="http(s); absent: the public service (required for gitea)")]
+
+
+def _http_base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PydanticCustomError("url_scheme", "must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+class GitProviderCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "github", "provider_type": "github"},
+        {"name": "our gitea", "provider_type": "gitea", "base_url": "https://gitea.example.com"}]})
+
+    name: ProviderName
+    provider_type: GitProviderType
+    base_url: ProviderBaseUrl | None = None
+    is_active: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return _http_base_url(value)
+
+
+class GitProviderUpdate(BaseModel):
+    """Only the fields sent change; ``base_url: null`` means the public service. The type is fixed."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"is_active": False}]})
+
+    name: ProviderName | None = None
+    base_url: ProviderBaseUrl | None = None
+    is_active: bool | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        return _http_base_url(value)
+
+    @field_validator("name", "is_active")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise PydanticCustomError("not_null", "may not be null; leave the field out to keep it")
+        return value
+
+
+class GitProviderPublic(BaseModel):
+    id: int
+    name: str
+    provider_type: str
+    base_url: str | None = Field(description="null: the public service")
+    is_active: bool
+    capabilities: list[str] = Field(description="the seed's capability matrix for this provider type")
+    created_at: datetime
+    updated_at: datetime
+
+
+class GitProvidersPublic(BaseModel):
+    data: list[GitProviderPublic]
+    count: int
+
+
+class GitProviderCredentialCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci-bot", "token": "ghp_..."}]})
+
+    name: ProviderName
+    token: str = Field(min_length=1, max_length=10000, description="write-only: encrypted at rest, never returned")
+
+
+class GitProviderCredentialPublic(BaseModel):
+    id: int
+    provider_id: int
+    name: str
+    auth_type: str
+    username: str | None = Field(description="who the token belongs to, from the last connection test")
+    scopes: list[str]
+    last_tested_at: datetime | None
+    last_test_ok: bool | None
+    last_test_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class GitProviderCredentialsPublic(BaseModel):
+    data: list[GitProviderCredentialPublic]
+    count: int
+
+
+class GitProviderTestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    credential_id: int | None = Field(None, description="default: the provider's first credential")
+
+
+class GitProviderTestPublic(BaseModel):
+    ok: bool
+    credential_id: int
+    login: str | None = None
+    name: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    error: str | None = Field(None, description="why the test failed; never contains the token")

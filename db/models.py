@@ -357,3 +357,42 @@ class PipelineTemplateRating(Base):
     review: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GitProvider(Base):
+    """A git hosting service an account works with (the seed's ``GitProvider``)."""
+
+    __tablename__ = "git_providers"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    provider_type: Mapped[str] = mapped_column(String(20))  # github | gitlab | gitea | bitbucket
+    # None: the public service (github.com, gitlab.com, bitbucket.org); Gitea always has one
+    base_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class GitProviderCredential(Base):
+    """A token for a provider, encrypted at rest (Fernet via ``SecretBox``) and never returned."""
+
+    __tablename__ = "git_provider_credentials"
+    __table_args__ = (UniqueConstraint("provider_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("git_providers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    auth_type: Mapped[str] = mapped_column(String(20), default="token")  # token (OAuth comes later)
+    encrypted_token: Mapped[bytes] = mapped_column(LargeBinary)
+    # what the last connection test learnt: who the token belongs to and its scopes
+    username: Mapped[str | None] = mapped_column(String(200), default=None)
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    last_tested_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_test_ok: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    last_test_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

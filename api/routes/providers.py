@@ -1,0 +1,304 @@
+"""Git providers and their credentials (the seed's ProvidersController).
+
+A credential's token is write-only: encrypted at rest with ``SecretBox``, never in an answer,
+never logged. ``POST /providers/{id}/test`` decrypts it, asks the provider who it belongs to, and
+records the outcome on the credential. Error texts are built from the error's type and HTTP
+status only (a library may echo the request), and the token is masked in them all the same.
+
+The test connects from the API process, so a ``base_url`` resolving to a loopback, private or
+link-local address is refused unless ``DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true`` (the same switch
+and rule as the ``notify`` step): otherwise any member could probe the internal network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Response, status
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from activities.git_providers import (
+    CAPABILITIES,
+    AuthError,
+    NotFound,
+    ProviderDown,
+    ProviderError,
+    ProviderUser,
+    RateLimited,
+    client_for,
+)
+from api import errors
+from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
+from api.schemas import (
+    GitProviderCreate,
+    GitProviderCredentialCreate,
+    GitProviderCredentialPublic,
+    GitProviderCredentialsPublic,
+    GitProviderPublic,
+    GitProvidersPublic,
+    GitProviderTestPublic,
+    GitProviderTestRequest,
+    GitProviderUpdate,
+)
+from db.crypto import SecretBox
+from db.models import GitProvider, GitProviderCredential
+
+router = APIRouter(prefix="/providers", tags=["providers"])
+
+UNREACHABLE = "the provider could not be reached"
+
+
+def _public(row: GitProvider) -> GitProviderPublic:
+    return GitProviderPublic(
+        id=row.id, name=row.name, provider_type=row.provider_type, base_url=row.base_url, is_active=row.is_active,
+        capabilities=sorted(CAPABILITIES.get(row.provider_type, ())), created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _credential_public(row: GitProviderCredential) -> GitProviderCredentialPublic:
+    return GitProviderCredentialPublic(
+        id=row.id, provider_id=row.provider_id, name=row.name, auth_type=row.auth_type, username=row.username,
+        scopes=list(row.scopes or []), last_tested_at=row.last_tested_at, last_test_ok=row.last_test_ok,
+        last_test_error=row.last_test_error, created_at=row.created_at, updated_at=row.updated_at,
+    )
+
+
+def _owned(session: Session, caller: Caller, provider_id: int) -> GitProvider:
+    row = session.scalar(select(GitProvider).where(GitProvider.id == provider_id,
+                                                   GitProvider.account_id == caller.account_id))
+    if row is None:
+        raise errors.not_found("provider")
+    return row
+
+
+def _name_taken(session: Session, caller: Caller, name: str, exclude_id: int | None = None) -> bool:
+    query = select(GitProvider.id).where(GitProvider.account_id == caller.account_id, GitProvider.name == name)
+    if exclude_id is not None:
+        query = query.where(GitProvider.id != exclude_id)
+    return session.scalar(query) is not None
+
+
+def _commit_or_conflict(session: Session, message: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent request took the name between our check and the insert
+        session.rollback()
+        raise errors.conflict(message) from None
+
+
+# ---- providers ----------------------------------------------------------------------------
+
+
+@router.get("", response_model=GitProvidersPublic)
+def list_providers(session: SessionDep, caller: CurrentCaller) -> GitProvidersPublic:
+    rows = session.scalars(select(GitProvider).where(GitProvider.account_id == caller.account_id)
+                           .order_by(GitProvider.name)).all()
+    return GitProvidersPublic(data=[_public(r) for r in rows], count=len(rows))
+
+
+@router.post("", response_model=GitProviderPublic, status_code=status.HTTP_201_CREATED)
+def create_provider(body: GitProviderCreate, session: SessionDep, caller: WriterCaller) -> GitProviderPublic:
+    """Add a provider; a Gitea provider needs its ``base_url`` (there is no public Gitea)."""
+    if body.provider_type == "gitea" and body.base_url is None:
+        raise errors.field_error(["base_url"], "a gitea provider needs its base URL", "missing")
+    if _name_taken(session, caller, body.name):
+        raise errors.conflict(f"a provider named {body.name!r} already exists")
+    row = GitProvider(account_id=caller.account_id, name=body.name, provider_type=body.provider_type,
+                      base_url=body.base_url, is_active=body.is_active)
+    session.add(row)
+    _commit_or_conflict(session, f"a provider named {body.name!r} already exists")
+    return _public(row)
+
+
+@router.get("/{provider_id}", response_model=GitProviderPublic)
+def show_provider(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderPublic:
+    return _public(_owned(session, caller, provider_id))
+
+
+@router.patch("/{provider_id}", response_model=GitProviderPublic)
+def update_provider(provider_id: int, body: GitProviderUpdate, session: SessionDep,
+                    caller: WriterCaller) -> GitProviderPublic:
+    row = _owned(session, caller, provider_id)
+    changes = body.model_dump(exclude_unset=True)
+    if "base_url" in changes and changes["base_url"] is None and row.provider_type == "gitea":
+        raise errors.field_error(["base_url"], "a gitea provider needs its base URL", "missing")
+    if "name" in changes and _name_taken(session, caller, changes["name"], exclude_id=row.id):
+        raise errors.conflict(f"a provider named {changes['name']!r} already exists")
+    for field, value in changes.items():
+        setattr(row, field, value)
+    _commit_or_conflict(session, f"a provider named {row.name!r} already exists")
+    return _public(row)
+
+
+@router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_provider(provider_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+    """Delete a provider with its credentials."""
+    row = _owned(session, caller, provider_id)
+    session.execute(delete(GitProviderCredential).where(GitProviderCredential.provider_id == row.id))
+    session.delete(row)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---- credentials --------------------------------------------------------------------------
+
+
+@router.get("/{provider_id}/credentials", response_model=GitProviderCredentialsPublic)
+def list_credentials(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderCredentialsPublic:
+    provider = _owned(session, caller, provider_id)
+    rows = session.scalars(select(GitProviderCredential).where(GitProviderCredential.provider_id == provider.id)
+                           .order_by(GitProviderCredential.id)).all()
+    return GitProviderCredentialsPublic(data=[_credential_public(r) for r in rows], count=len(rows))
+
+
+@router.post("/{provider_id}/credentials", response_model=GitProviderCredentialPublic,
+             status_code=status.HTTP_201_CREATED)
+def create_credential(provider_id: int, body: GitProviderCredentialCreate, session: SessionDep,
+                      caller: WriterCaller, settings: SettingsDep) -> GitProviderCredentialPublic:
+    """Store a token, encrypted at rest; it is never returned. Test it with ``POST .../test``."""
+    provider = _owned(session, caller, provider_id)
+    clash = select(GitProviderCredential.id).where(GitProviderCredential.provider_id == provider.id,
+                                                   GitProviderCredential.name == body.name)
+    if session.scalar(clash) is not None:
+        raise errors.conflict(f"provider {provider.id} already has a credential named {body.name!r}")
+    box = SecretBox(settings.secret_key, settings.old_secret_keys)
+    row = GitProviderCredential(account_id=caller.account_id, provider_id=provider.id, name=body.name,
+                                auth_type="token", encrypted_token=box.encrypt(body.token), scopes=[])
+    session.add(row)
+    _commit_or_conflict(session, f"provider {provider.id} already has a credential named {body.name!r}")
+    return _credential_public(row)
+
+
+@router.delete("/{provider_id}/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_credential(provider_id: int, credential_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+    provider = _owned(session, caller, provider_id)
+    row = session.scalar(select(GitProviderCredential).where(GitProviderCredential.id == credential_id,
+                                                             GitProviderCredential.provider_id == provider.id))
+    if row is None:
+        raise errors.not_found("credential")
+    session.delete(row)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---- test connection ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    provider_type: str
+    base_url: str | None
+    credential_id: int
+    token: str
+
+
+def _load_target(session: Session, caller: Caller, provider_id: int, credential_id: int | None,
+                 box: SecretBox) -> _Target:
+    provider = _owned(session, caller, provider_id)
+    query = select(GitProviderCredential).where(GitProviderCredential.provider_id == provider.id)
+    if credential_id is not None:
+        query = query.where(GitProviderCredential.id == credential_id)
+    credential = session.scalars(query.order_by(GitProviderCredential.id).limit(1)).first()
+    if credential is None:
+        if credential_id is not None:
+            raise errors.not_found("credential")
+        raise errors.conflict(f"provider {provider.id} has no credential; add one with POST "
+                              f"/providers/{provider.id}/credentials")
+    target = _Target(provider.provider_type, provider.base_url, credential.id,
+                     box.decrypt(credential.encrypted_token))
+    session.rollback()  # no transaction stays open while the provider answers
+    return target
+
+
+async def _private_address(base_url: str) -> str | None:
+    """Why the test must not connect to ``base_url`` (it resolves to an internal address), or None."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return f"{UNREACHABLE} (host {host!r} does not resolve)"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            return (f"the base URL's host {host} resolves to {address}, a loopback, private or link-local "
+                    "address; refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal providers)")
+    return None
+
+
+def _probe(target: _Target) -> ProviderUser:
+    client = client_for(target.provider_type, target.base_url, target.token)
+    try:
+        return client.current_user()
+    finally:
+        client.close()
+
+
+def _explain(exc: Exception) -> str:
+    """A user-facing reason built from the error's type and status, never from its text."""
+    if isinstance(exc, AuthError):
+        return f"the provider refused the credential ({exc.status or 401})"
+    if isinstance(exc, RateLimited):
+        wait = f"; retry after {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
+        return f"the provider rate-limited the request{wait}"
+    if isinstance(exc, ProviderDown):
+        return f"the provider is unavailable (HTTP {exc.status})" if exc.status else UNREACHABLE
+    if isinstance(exc, NotFound):
+        return "the provider answered 404: check the base URL"
+    if isinstance(exc, ProviderError):
+        return f"the provider answered an error ({exc.status})" if exc.status else "the provider answered an error"
+    return f"unexpected error talking to the provider ({type(exc).__name__})"
+
+
+def _mask(text: str | None, token: str) -> str | None:
+    return text.replace(token, "***") if text and token else text
+
+
+def _record(session: Session, credential_id: int, result: GitProviderTestPublic) -> None:
+    row = session.get(GitProviderCredential, credential_id)
+    if row is None:  # deleted while the provider answered: the answer still stands
+        return
+    row.last_tested_at = datetime.now(UTC)
+    row.last_test_ok = result.ok
+    row.last_test_error = result.error
+    if result.ok:
+        row.username = result.login
+        row.scopes = list(result.scopes)
+    session.commit()
+
+
+@router.post("/{provider_id}/test", response_model=GitProviderTestPublic)
+async def test_connection(provider_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
+                          body: GitProviderTestRequest | None = None) -> GitProviderTestPublic:
+    """Ask the provider who the credential belongs to: 200 with ``ok`` true (login, name, scopes) or
+    false (``error``). The outcome is recorded on the credential."""
+    box = SecretBox(settings.secret_key, settings.old_secret_keys)
+    credential_id = body.credential_id if body else None
+    target = await run_in_threadpool(_load_target, session, caller, provider_id, credential_id, box)
+    refusal = None
+    if target.base_url and not settings.notify_allow_private_targets:
+        refusal = await _private_address(target.base_url)
+    if refusal is not None:
+        result = GitProviderTestPublic(ok=False, credential_id=target.credential_id, error=refusal)
+    else:
+        try:
+            user = await run_in_threadpool(_probe, target)
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer here, explained without its text
+            result = GitProviderTestPublic(ok=False, credential_id=target.credential_id,
+                                           error=_mask(_explain(exc), target.token))
+        else:
+            result = GitProviderTestPublic(ok=True, credential_id=target.credential_id,
+                                           login=_mask(user.login, target.token), name=_mask(user.name, target.token),
+                                           scopes=[_mask(s, target.token) or "" for s in user.scopes])
+    await run_in_threadpool(_record, session, target.credential_id, result)
+    return result
