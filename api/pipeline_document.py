@@ -17,6 +17,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from api.webhooks.matching import glob_regex
 from workflows import expressions
 from workflows.step_types import STEP_TYPES
 
@@ -174,6 +175,7 @@ class PipelineDocument(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> PipelineDocument:
         errors: list[dict[str, Any]] = []
+        errors += _check_trigger_patterns(self.triggers)
         for name in self.env:
             if not ENV_NAME.match(name):
                 errors.append(_err(("env", name), "env_name", f"'{name}' is not a valid environment variable name"))
@@ -211,6 +213,28 @@ class PipelineDocument(_Strict):
 
     def resolved_slug(self) -> str:
         return self.slug or slugify(self.name)
+
+
+PATTERN_FIELDS = ("branches", "branches_ignore", "tags", "tags_ignore", "paths", "paths_ignore")
+
+
+def _check_trigger_patterns(triggers: Triggers) -> list[dict[str, Any]]:
+    """Branch, tag and path globs must compile: webhook matching skips a broken pattern, so
+    without this a typo would silently stop a trigger from ever firing."""
+    errors = []
+    for kind in ("push", "pull_request"):
+        section = getattr(triggers, kind)
+        for key in PATTERN_FIELDS if section is not None else ():
+            for index, pattern in enumerate(getattr(section, key, None) or []):
+                loc = ("triggers", kind, key, index)
+                if not pattern.removeprefix("!").strip():
+                    errors.append(_err(loc, "trigger_pattern", "an empty pattern matches nothing; remove it"))
+                    continue
+                try:
+                    glob_regex(pattern.removeprefix("!"))
+                except ValueError as exc:
+                    errors.append(_err(loc, "trigger_pattern", str(exc)))
+    return errors
 
 
 def _err(loc: tuple[Any, ...], kind: str, message: str) -> dict[str, Any]:

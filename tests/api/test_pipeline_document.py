@@ -208,3 +208,18 @@ def test_coerce_input_keeps_numbers_and_refuses_booleans_as_numbers():
     assert coerce_input(number, 7) == 7
     with pytest.raises(Exception, match="expected a number, got True"):
         coerce_input(number, True)
+
+
+def test_broken_or_empty_trigger_globs_are_refused_naming_the_pattern():
+    document = {"name": "p", "steps": [{"id": "a", "type": "run_tests", "with": {"command": "true"}}],
+                "triggers": {"push": {"branches": ["main", "[z-a]"], "paths_ignore": ["docs/**", "!"]},
+                             "pull_request": {"branches": ["release/*", ""]}}}
+    with pytest.raises(ValidationError) as caught:
+        PipelineDocument.model_validate(document)
+    problems = {tuple(e["loc"]): e["msg"] for e in caught.value.errors()}
+    assert set(problems) == {("triggers", "push", "branches", 1), ("triggers", "push", "paths_ignore", 1),
+                             ("triggers", "pull_request", "branches", 1)}
+    assert "bad character range" in problems[("triggers", "push", "branches", 1)]
+    assert "empty pattern" in problems[("triggers", "pull_request", "branches", 1)]
+    document["triggers"] = {"push": {"branches": ["main", "release/**", "!release/old-*"], "tags": ["v[0-9]*"]}}
+    assert PipelineDocument.model_validate(document).triggers.push.branches[2] == "!release/old-*"
