@@ -128,6 +128,15 @@ def get_run(session: Session, account_id: int, run_id: int) -> PipelineRun:
     return run
 
 
+def run_state(session: Session, account_id: int, run_id: int) -> tuple[str, str]:
+    """A run's status and workflow id without loading the row and its steps (404 if not ours)."""
+    row = session.execute(select(PipelineRun.status, PipelineRun.workflow_id)
+                          .where(PipelineRun.id == run_id, PipelineRun.account_id == account_id)).first()
+    if row is None:
+        raise errors.not_found("pipeline run")
+    return row.status, row.workflow_id
+
+
 def create_run(
     session: Session,
     pipeline: Pipeline,

@@ -143,18 +143,20 @@ async def show_run(
 ) -> PipelineRunPublic:
     """The run with each step's status, attempts, outputs and error. With ``wait`` the answer
     comes when the run finishes (or when the wait is over), so callers need not poll."""
-    run = await run_in_threadpool(services.get_run, session, caller.account_id, run_id)
-    if wait and run.status not in FINISHED_RUN_STATUSES:
-        await _wait_for_run(session, temporal, caller.account_id, run, wait)
+    if wait:
+        status_now, workflow_id = await run_in_threadpool(services.run_state, session, caller.account_id, run_id)
+        if status_now not in FINISHED_RUN_STATUSES:
+            await _wait_for_run(session, temporal, caller.account_id, run_id, workflow_id, wait)
     return await run_in_threadpool(_fresh_run_public, session, temporal, caller.account_id, run_id)
 
 
-async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run: PipelineRun, wait: float) -> None:
+async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run_id: int, workflow_id: str,
+                        wait: float) -> None:
     """Until the run's workflow closes or ``wait`` is over. A queued run has no workflow yet
     (it starts when its turn comes), so its row is watched until then."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    handle = (await temporal.client()).get_workflow_handle(run.workflow_id)
+    handle = (await temporal.client()).get_workflow_handle(workflow_id)
     while (remaining := deadline - loop.time()) > 0:
         try:
             await asyncio.wait_for(handle.result(follow_runs=True), remaining)
@@ -166,15 +168,10 @@ async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run
                 return
         except Exception:  # noqa: BLE001 - a failed or cancelled run is an answer too; the row says which
             return
-        status_now = await run_in_threadpool(_current_status, session, account_id, run.id)
+        status_now, _ = await run_in_threadpool(services.run_state, session, account_id, run_id)
         if status_now in FINISHED_RUN_STATUSES:
             return
         await asyncio.sleep(min(QUEUED_POLL_SECONDS, max(0.0, deadline - loop.time())))
-
-
-def _current_status(session, account_id: int, run_id: int) -> str:
-    session.expire_all()
-    return services.get_run(session, account_id, run_id).status
 
 
 def _fresh_run_public(session, temporal: TemporalGateway, account_id: int, run_id: int) -> PipelineRunPublic:
