@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from activities.git_providers._http import HttpxRequests
 from activities.git_providers.base import (
     Branch,
     Comment,
@@ -17,13 +18,11 @@ from activities.git_providers.base import (
     Issue,
     ListState,
     NotFound,
-    ProviderDown,
     ProviderError,
     ProviderUser,
     PullRequest,
     Repository,
     Webhook,
-    error_for_status,
     has_marker,
     parse_time,
     split_full_name,
@@ -59,10 +58,11 @@ def _auth_header(token: str) -> str:
     return f"Bearer {token}"
 
 
-class BitbucketClient(GitProviderClient):
+class BitbucketClient(HttpxRequests, GitProviderClient):
     """Bitbucket Cloud API 2.0; ``repo`` is ``workspace/repo_slug``."""
 
     provider = "bitbucket"
+    label = "Bitbucket"
     webhook_events = frozenset(_EVENTS)
 
     def __init__(self, token: str, base_url: str = DEFAULT_BASE_URL, *, timeout: float = 30.0) -> None:
@@ -72,19 +72,9 @@ class BitbucketClient(GitProviderClient):
             timeout=timeout,
         )
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ProviderDown(f"Bitbucket unreachable: {type(exc).__name__}", provider="bitbucket") from exc
-        if response.is_success:
-            return response
-        try:
-            detail = (response.json().get("error") or {}).get("message", "")
-        except (ValueError, AttributeError):
-            detail = ""
-        raise error_for_status("bitbucket", response.status_code, response.headers,
-                               f"Bitbucket answered {response.status_code} to {method} {path}: {detail}")
+    @staticmethod
+    def _error_detail(body: Any) -> str:
+        return (body.get("error") or {}).get("message", "")
 
     def _values(self, path: str, params: Any = None, limit: int | None = None) -> list[Any]:
         """Walk Bitbucket's paginated ``{values, next}`` envelopes."""

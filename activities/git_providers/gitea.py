@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from activities.git_providers._http import HttpxRequests
 from activities.git_providers.base import (
     Branch,
     Comment,
@@ -14,12 +15,10 @@ from activities.git_providers.base import (
     GitProviderClient,
     Issue,
     ListState,
-    ProviderDown,
     ProviderUser,
     PullRequest,
     Repository,
     Webhook,
-    error_for_status,
     has_marker,
     parse_time,
     split_full_name,
@@ -37,10 +36,11 @@ _EVENTS = {
 _PAGE = 50
 
 
-class GiteaClient(GitProviderClient):
+class GiteaClient(HttpxRequests, GitProviderClient):
     """Gitea API v1. ``base_url`` is the server (``https://gitea.example.com``); ``/api/v1`` is added."""
 
     provider = "gitea"
+    label = "Gitea"
 
     def __init__(self, token: str, base_url: str, *, timeout: float = 30.0) -> None:
         root = base_url.rstrip("/")
@@ -52,19 +52,9 @@ class GiteaClient(GitProviderClient):
             timeout=timeout,
         )
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise ProviderDown(f"Gitea unreachable: {type(exc).__name__}", provider="gitea") from exc
-        if response.is_success:
-            return response
-        try:
-            detail = response.json().get("message", "")
-        except (ValueError, AttributeError):
-            detail = ""
-        raise error_for_status("gitea", response.status_code, response.headers,
-                               f"Gitea answered {response.status_code} to {method} {path}: {detail}")
+    @staticmethod
+    def _error_detail(body: Any) -> str:
+        return body.get("message", "")
 
     def _pages(self, path: str, params: dict[str, Any] | None = None, limit: int | None = None) -> list[Any]:
         """Follow Gitea's page/limit pagination until a short page (or ``limit`` items)."""

@@ -9,7 +9,8 @@ access log sees it.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -21,6 +22,7 @@ from api import errors, services
 from api.deps import Caller, bearer, get_caller_with_own_session
 from api.streams import CursorError, LogCursor, StreamHub, parse_event_cursor, parse_log_cursor
 
+T = TypeVar("T")
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -78,6 +80,19 @@ def _check_owned(request: Request, account_id: int, pipeline_id: int | None, run
             services.get_run(session, account_id, run_id)
 
 
+def _parsed_cursor(header: str | None, query: str | None, parse: Callable[[str], T]) -> T | None:
+    """The resume cursor from ``Last-Event-ID`` (preferred) or ``last_event_id``; 422 naming
+    whichever was malformed."""
+    cursor = _cursor_text(header, query)
+    if cursor is None:
+        return None
+    try:
+        return parse(cursor[1])
+    except CursorError as exc:
+        where = ["header", "Last-Event-ID"] if cursor[0] == "header" else ["query", "last_event_id"]
+        raise errors.unprocessable([{"loc": where, "type": "cursor", "msg": str(exc)}]) from None
+
+
 @router.get("/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def stream_run_events(
     request: Request,
@@ -96,14 +111,7 @@ async def stream_run_events(
     With ``Last-Event-ID`` (or ``last_event_id``) the stream continues right after that event,
     with nothing missed or repeated; otherwise it starts now, or from the beginning with
     ``from_start=true``. An idle stream sends ``: keep-alive`` comments."""
-    cursor = _cursor_text(last_event_id_header, last_event_id)
-    after: int | None = None
-    if cursor is not None:
-        try:
-            after = parse_event_cursor(cursor[1])
-        except CursorError as exc:
-            where = ["header", "Last-Event-ID"] if cursor[0] == "header" else ["query", "last_event_id"]
-            raise errors.unprocessable([{"loc": where, "type": "cursor", "msg": str(exc)}]) from None
+    after: int | None = _parsed_cursor(last_event_id_header, last_event_id, parse_event_cursor)
     await run_in_threadpool(_check_owned, request, caller.account_id, pipeline_id, run_id)
     hub = _hub(request)
     if after is None:
@@ -127,14 +135,7 @@ async def stream_run_logs(
     every line was sent, a last ``event: end`` carries ``{run_id, status, error}`` and the
     stream closes (an EventSource should then ``close()``, or it reconnects and gets ``end``
     again)."""
-    cursor_text = _cursor_text(last_event_id_header, last_event_id)
-    cursor: LogCursor | None = None
-    if cursor_text is not None:
-        try:
-            cursor = parse_log_cursor(cursor_text[1])
-        except CursorError as exc:
-            where = ["header", "Last-Event-ID"] if cursor_text[0] == "header" else ["query", "last_event_id"]
-            raise errors.unprocessable([{"loc": where, "type": "cursor", "msg": str(exc)}]) from None
+    cursor: LogCursor | None = _parsed_cursor(last_event_id_header, last_event_id, parse_log_cursor)
     await run_in_threadpool(_check_owned, request, caller.account_id, None, run_id)
     body = _hub(request).run_logs(request, caller.account_id, run_id, cursor)
     return StreamingResponse(body, media_type="text/event-stream", headers=SSE_HEADERS)
