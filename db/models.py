@@ -372,6 +372,12 @@ class GitProvider(Base):
     # None: the public service (github.com, gitlab.com, bitbucket.org); Gitea always has one
     base_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # OAuth application (authorization-code flow); the secret is encrypted like every token.
+    # oauth_base_url: where /login/oauth/... (or /oauth/...) lives when it differs from base_url.
+    oauth_client_id: Mapped[str | None] = mapped_column(String(500), default=None)
+    encrypted_oauth_client_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    oauth_base_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    oauth_scopes: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -386,8 +392,11 @@ class GitProviderCredential(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     provider_id: Mapped[int] = mapped_column(ForeignKey("git_providers.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
-    auth_type: Mapped[str] = mapped_column(String(20), default="token")  # token (OAuth comes later)
+    auth_type: Mapped[str] = mapped_column(String(20), default="token")  # token | oauth
     encrypted_token: Mapped[bytes] = mapped_column(LargeBinary)
+    # OAuth credentials: refresh token (encrypted) and when the access token expires
+    encrypted_refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    token_expires_at: Mapped[datetime | None] = mapped_column(default=None)
     # what the last connection test learnt: who the token belongs to and its scopes
     username: Mapped[str | None] = mapped_column(String(200), default=None)
     scopes: Mapped[list[Any]] = mapped_column(default=list)
@@ -396,3 +405,97 @@ class GitProviderCredential(Base):
     last_test_error: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OAuthState(Base):
+    """A single-use ``state`` of the OAuth authorization-code flow, bound to the account and user
+    that asked for it; only its SHA-256 is stored."""
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("git_providers.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    credential_name: Mapped[str] = mapped_column(String(100), default="oauth")
+    redirect_uri: Mapped[str] = mapped_column(String(2000), default="")
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GitRepository(Base):
+    """A repository seen through a provider credential (the seed's ``Devops::GitRepository``):
+    upserted by ``RepositorySyncWorkflow``, marked removed (``removed_at``) when the provider no
+    longer lists it. Our webhook's secret is encrypted; only the provider and we know it."""
+
+    __tablename__ = "git_repositories"
+    __table_args__ = (UniqueConstraint("provider_id", "full_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("git_providers.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[int | None] = mapped_column(
+        ForeignKey("git_provider_credentials.id", ondelete="SET NULL"), default=None, index=True)
+    full_name: Mapped[str] = mapped_column(String(500))
+    default_branch: Mapped[str] = mapped_column(String(255), default="main")
+    language: Mapped[str | None] = mapped_column(String(100), default=None)
+    topics: Mapped[list[Any]] = mapped_column(default=list)
+    visibility: Mapped[str] = mapped_column(String(20), default="private")  # private | public
+    is_fork: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    clone_url: Mapped[str] = mapped_column(String(2000), default="")
+    html_url: Mapped[str] = mapped_column(String(2000), default="")
+    # none | exact | wildcard | regex, applied to a webhook's branch before pipeline matching
+    branch_filter_type: Mapped[str] = mapped_column(String(20), default="none")
+    branch_filter: Mapped[str | None] = mapped_column(String(500), default=None)
+    webhook_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    encrypted_webhook_secret: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    webhook_events: Mapped[list[Any]] = mapped_column(default=list)
+    webhook_configured_at: Mapped[datetime | None] = mapped_column(default=None)
+    webhook_rejected_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_delivery_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_synced_at: Mapped[datetime | None] = mapped_column(default=None)
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PipelineRepository(Base):
+    """Which repositories' webhooks may trigger which pipelines (the seed's PipelineRepository)."""
+
+    __tablename__ = "pipeline_repositories"
+    __table_args__ = (UniqueConstraint("pipeline_id", "repository_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("git_repositories.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GitWebhookEvent(Base):
+    """One accepted (signature-verified) delivery; unique per repository and delivery id, which
+    is what makes a redelivery start nothing new."""
+
+    __tablename__ = "git_webhook_events"
+    __table_args__ = (UniqueConstraint("repository_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("git_repositories.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    event_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    # received | dispatched | ignored | failed
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[Any] = mapped_column(JSONType, default=dict)
+    events: Mapped[list[Any]] = mapped_column(default=list)  # normalised trigger events
+    matched_pipeline_ids: Mapped[list[Any]] = mapped_column(default=list)
+    run_ids: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
