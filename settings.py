@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'devops.db').resolve()}"
 
     @property
+    def resolved_public_api_url(self) -> str:
+        """Where users and providers reach the API (links in notifications, webhook URLs)."""
+        return (self.public_api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
     def resolved_workspace_dir(self) -> Path:
         return (self.workspace_dir or self.data_dir / "workspaces").resolve()
 

@@ -21,16 +21,22 @@ from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
 from activities.bookkeeping import RunBookkeeping
+from activities.git_steps import GitStepActivities
+from activities.repositories import RepositoryActivities
 from activities.schedules import ScheduleActivities
 from activities.steps import StepActivities
+from activities.webhooks import WebhookActivities
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
 from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
+from workflows.repository_sync import RepositorySyncWorkflow, RepositoryWebhookWorkflow
 from workflows.scheduled_trigger import ScheduledTriggerWorkflow
 from workflows.task_queues import runner_task_queue
+from workflows.webhook_dispatch import WebhookDispatchWorkflow
 
-WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow]
+WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow, RepositorySyncWorkflow,
+             RepositoryWebhookWorkflow, WebhookDispatchWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -41,10 +47,14 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     """The workers this process runs; tests call this with their own client and settings."""
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     steps = StepActivities(settings, sessions)
+    git_steps = GitStepActivities(settings, sessions)
     bookkeeping = RunBookkeeping(sessions)
     schedules = ScheduleActivities(settings, sessions, client)
     approvals = ApprovalActivities(settings, sessions)
-    step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom]
+    webhooks = WebhookActivities(settings, sessions, client)
+    repositories = RepositoryActivities(settings, sessions)
+    step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom,
+                       git_steps.create_branch, git_steps.create_pr, git_steps.post_comment]
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
               "default_heartbeat_throttle_interval": timedelta(seconds=1)}
@@ -57,7 +67,10 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
             activities=[*step_activities, bookkeeping.record_run_progress, approvals.open_gate,
-                        approvals.record_decision, schedules.start_scheduled_run, schedules.await_run],
+                        approvals.record_decision, schedules.start_scheduled_run, schedules.await_run,
+                        webhooks.dispatch_webhook_event,
+                        repositories.sync_repositories, repositories.configure_webhook, repositories.delete_webhook,
+                        git_steps.set_commit_status],
             activity_executor=executor,
             **common,
         )

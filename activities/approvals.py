@@ -89,7 +89,7 @@ class ApprovalActivities:
         self._http = http_client
 
     def _approval_links(self, token: str) -> dict[str, str]:
-        base = (self._settings.public_api_url or f"http://{self._settings.api_host}:{self._settings.api_port}").rstrip("/")
+        base = self._settings.resolved_public_api_url
         return {decision: f"{base}/api/v1/devops/approval_tokens/{token}/{decision}" for decision in ("approve", "reject")}
 
     def _mint(self, inp: OpenApprovalGateInput) -> tuple[list[tuple[str, str, str | None]], list[str]]:

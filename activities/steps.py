@@ -62,6 +62,10 @@ class StepInput:
     secret_names: list[str] = field(default_factory=list)
     secret_placeholder_prefix: str = ""
     run_number: int = 0
+    # The repository, PR/issue number and commit of the webhook that triggered the run (git steps).
+    trigger_repository_id: int | None = None
+    trigger_number: int | None = None
+    trigger_sha: str | None = None
 
 
 @dataclass
@@ -314,14 +318,25 @@ class StepActivities:
     @activity.defn(name="step_checkout")
     async def checkout(self, inp: StepInput) -> StepResult:
         """Clone or fetch ``with.repository`` at ``with.ref`` into the workspace (``with.path``).
-        Outputs ``commit`` (the full SHA), ``branch`` (when the ref is a branch) and ``path``."""
+        Outputs ``commit`` (the full SHA), ``branch`` (when the ref is a branch) and ``path``.
+
+        With ``with.repository_id`` (or no ``with.repository`` in a run triggered by a repository
+        webhook) it clones that GitRepository with its provider credential, the token passed to
+        git only through the environment (see ``activities.git_steps.checkout_source``)."""
+        from activities.git_steps import checkout_source  # git_steps builds on this module
+
         params, env, masker = await asyncio.to_thread(self._prepare, inp)
-        url = params.get("repository")
+        source = await asyncio.to_thread(checkout_source, self._settings, self._sessions, inp, params)
+        if source is not None:
+            url, default_ref, masker = source.url, source.ref, source.mask_with(masker)
+        else:
+            url, default_ref = params.get("repository"), "HEAD"
         if not isinstance(url, str) or not url.strip():
-            raise step_failed("checkout needs `with.repository`: a git URL or path")
+            raise step_failed("checkout needs `with.repository` (a git URL or path), `with.repository_id`, "
+                              "or a run triggered by a repository webhook")
         if url.startswith("-") or url.lower().startswith("ext::"):
             raise step_failed("`with.repository` is not a valid repository URL")
-        ref = str(params.get("ref") or "HEAD")
+        ref = str(params.get("ref") or default_ref)
         if ref.startswith("-") or any(c.isspace() for c in ref):
             raise step_failed(f"`with.ref` {ref!r} is not a valid git ref")
         depth = params.get("depth", 1)
@@ -332,7 +347,7 @@ class StepActivities:
         target.mkdir(parents=True, exist_ok=True)
         log = await asyncio.to_thread(self._log_writer, inp, masker)
         git_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                   "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+                   "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", **(source.env if source else {})}
         base = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"]
 
         async def git(*args: str, check: bool = True) -> tuple[int, str]:
@@ -370,11 +385,18 @@ class StepActivities:
         fetch = ["fetch", "--quiet", "--no-tags"]
         if depth:
             fetch += ["--depth", str(depth)]
-        await git(*fetch, "origin", ref)
+        try:
+            await git(*fetch, "origin", ref)
+        except ApplicationError as exc:
+            if source is None:
+                raise
+            raise step_failed(f"{exc.message} ({source.hint})") from None
         await git("checkout", "--quiet", "--force", "FETCH_HEAD")
         _, sha = await git("rev-parse", "HEAD")
         commit = sha.strip().splitlines()[-1]
         outputs: dict[str, Any] = {"commit": commit, "path": str(target.relative_to(workspace)) or "."}
+        if source is not None:
+            outputs["repository"] = source.full_name
         code, _ = await git("ls-remote", "--exit-code", "--heads", "origin", ref, check=False)
         if ref != "HEAD" and code == 0:
             outputs["branch"] = ref.removeprefix("refs/heads/")

@@ -13,14 +13,17 @@ from api import schedules as schedule_service
 from api.routes import (
     approvals,
     health,
+    oauth,
     pipeline_runs,
     pipeline_templates,
     pipelines,
     providers,
+    repositories,
     run_streams,
     schedules,
     secrets,
     users,
+    webhooks,
 )
 from api.streams import StreamHub
 from api.temporal import TemporalGateway
@@ -69,7 +72,10 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(approvals.router)
     devops.include_router(users.router)
     devops.include_router(schedules.router)
+    devops.include_router(oauth.router)  # /providers/oauth/callback and /providers/{id}/oauth/authorize
     devops.include_router(providers.router)
+    devops.include_router(repositories.router)
+    devops.include_router(webhooks.router)
     app.include_router(devops)
     app.include_router(health.router)
     return app

@@ -26,6 +26,12 @@ EXPRESSION_CONTEXTS = {"inputs", "steps", "trigger", "run", "env", "secrets", "p
 STEP_PROPERTIES = {"outputs", "status", "outcome", "conclusion"}
 # Fields whose text becomes shell source: an expression there would be an injection.
 SHELL_TEXT_FIELDS = ("command", "script", "shell")
+# `with` fields a step type cannot run without (text, expressions allowed).
+REQUIRED_WITH_FIELDS: dict[str, tuple[str, ...]] = {
+    "create_branch": ("name",),
+    "create_pr": ("title", "head"),
+    "post_comment": ("body",),
+}
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -91,6 +97,8 @@ class StepDocument(_Strict):
     retry: RetrySpec = Field(default_factory=RetrySpec)
     requires_approval: bool = False
     approval: ApprovalSpec | None = None
+    # In a run from a fork's pull request this step waits for a maintainer's approval.
+    requires_trust: bool = False
 
     @field_validator("type")
     @classmethod
@@ -202,6 +210,11 @@ class PipelineDocument(_Strict):
                         "(env: {NAME: '${{ ... }}'}) and use \"$NAME\" in the command"))
                     continue
                 errors += _check_expressions(path, text, seen, self.inputs)
+            for name in REQUIRED_WITH_FIELDS.get(step.type, ()):
+                value = step.with_.get(name)
+                if not isinstance(value, str) or not value.strip():
+                    errors.append(_err((*base, "with", name), "missing_with_field",
+                                       f"a {step.type} step needs `with.{name}` (text)"))
             env = step.with_.get("env")
             if env is not None and not (isinstance(env, dict) and all(ENV_NAME.match(str(k)) for k in env)):
                 errors.append(_err((*base, "with", "env"), "env_name",
@@ -370,6 +383,8 @@ def step_snapshot(step: StepDocument) -> dict[str, Any]:
     if step.requires_approval or step.approval is not None:
         data["requires_approval"] = step.requires_approval
         data["approval"] = (step.approval or ApprovalSpec()).model_dump()
+    if step.requires_trust:
+        data["requires_trust"] = True
     data["with"] = step.with_
     return data
 

@@ -24,6 +24,7 @@ class PipelineStepPublic(BaseModel):
     retry: dict[str, Any]
     requires_approval: bool
     approval: dict[str, Any]
+    requires_trust: bool = False
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -325,6 +326,16 @@ def _http_base_url(value: str | None) -> str | None:
     return value.rstrip("/")
 
 
+OAuthClientId = Annotated[str, Field(min_length=1, max_length=500, description="the OAuth application's client id")]
+OAuthClientSecret = Annotated[str, Field(min_length=1, max_length=10000,
+                                         description="write-only: encrypted at rest, never returned")]
+OAuthScope = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
+OAuthScopes = Annotated[list[OAuthScope], Field(max_length=50, description="scopes asked for on authorize")]
+OAuthBaseUrl = Annotated[str, Field(min_length=1, max_length=2000, examples=["https://ghe.example.com"],
+                                    description="web origin of the authorize/token endpoints when it differs "
+                                    "from base_url; absent: derived from base_url")]
+
+
 class GitProviderCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "github", "provider_type": "github"},
@@ -334,28 +345,37 @@ class GitProviderCreate(BaseModel):
     provider_type: GitProviderType
     base_url: ProviderBaseUrl | None = None
     is_active: bool = True
+    oauth_client_id: OAuthClientId | None = None
+    oauth_client_secret: OAuthClientSecret | None = None
+    oauth_base_url: OAuthBaseUrl | None = None
+    oauth_scopes: OAuthScopes = Field(default_factory=list)
 
-    @field_validator("base_url")
+    @field_validator("base_url", "oauth_base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         return _http_base_url(value)
 
 
 class GitProviderUpdate(BaseModel):
-    """Only the fields sent change; ``base_url: null`` means the public service. The type is fixed."""
+    """Only the fields sent change; ``base_url: null`` means the public service. The type is fixed.
+    ``oauth_client_id`` / ``oauth_client_secret`` / ``oauth_base_url`` null clear them."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"is_active": False}]})
 
     name: ProviderName | None = None
     base_url: ProviderBaseUrl | None = None
     is_active: bool | None = None
+    oauth_client_id: OAuthClientId | None = None
+    oauth_client_secret: OAuthClientSecret | None = None
+    oauth_base_url: OAuthBaseUrl | None = None
+    oauth_scopes: OAuthScopes | None = None
 
-    @field_validator("base_url")
+    @field_validator("base_url", "oauth_base_url")
     @classmethod
     def _base_url(cls, value: str | None) -> str | None:
         return _http_base_url(value)
 
-    @field_validator("name", "is_active")
+    @field_validator("name", "is_active", "oauth_scopes")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:
@@ -370,6 +390,10 @@ class GitProviderPublic(BaseModel):
     base_url: str | None = Field(description="null: the public service")
     is_active: bool
     capabilities: list[str] = Field(description="the seed's capability matrix for this provider type")
+    oauth_client_id: str | None = None
+    oauth_base_url: str | None = None
+    oauth_scopes: list[str] = Field(default_factory=list)
+    oauth_configured: bool = Field(False, description="client id and secret are set: the OAuth flow can run")
     created_at: datetime
     updated_at: datetime
 

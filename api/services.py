@@ -76,7 +76,7 @@ def apply_document(session: Session, account_id: int, document: PipelineDocument
             position=position, step_id=step.id, name=step.name or step.id, step_type=step.type,
             inputs=step.with_, condition=step.if_, continue_on_error=step.continue_on_error,
             timeout_minutes=step.timeout_minutes, retry=step.retry.model_dump(),
-            requires_approval=step.requires_approval,
+            requires_approval=step.requires_approval, requires_trust=step.requires_trust,
             approval=step.approval.model_dump() if step.approval else {},
         ))
     pipeline.updated_at = datetime.now(UTC)
@@ -95,6 +95,8 @@ def step_document(step: PipelineStep) -> dict[str, Any]:
     if step.requires_approval or step.approval:
         data["requires_approval"] = step.requires_approval
         data["approval"] = step.approval
+    if step.requires_trust:
+        data["requires_trust"] = True
     data["with"] = step.inputs
     return data
 
@@ -199,7 +201,18 @@ def workflow_input(run: PipelineRun, settings: Settings,
         default_step_timeout_minutes=settings.default_step_timeout_minutes,
         reused_steps=reused_steps or {},
         triggered_by=triggered_by,
+        untrusted=bool(run.trigger_context.get("from_fork")),
+        status_target_url=_status_target_url(run, settings),
     )
+
+
+def _status_target_url(run: PipelineRun, settings: Settings) -> str | None:
+    """A push or pull request run from a repository webhook reports commit statuses linking here."""
+    context = run.trigger_context or {}
+    if context.get("repository_id") is None or not context.get("sha") or context.get("kind") not in (
+            "push", "pull_request") or context.get("deleted"):
+        return None
+    return f"{settings.resolved_public_api_url}/api/v1/devops/pipeline_runs/{run.id}"
 
 
 def _snapshot_step(step: dict[str, Any]) -> dict[str, Any]:

@@ -160,6 +160,8 @@ class PipelineStep(Base):
     timeout_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     retry: Mapped[dict[str, Any]] = mapped_column(default=dict)
     requires_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    # held for a maintainer's approval in runs from a fork's pull request
+    requires_trust: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     approval: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
     pipeline: Mapped[Pipeline] = relationship(back_populates="steps")

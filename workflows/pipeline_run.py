@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         RunUpdate,
         StepUpdate,
     )
+    from activities.git_steps import GitStepActivities, SetCommitStatusInput
     from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
     from workflows import expressions
     from workflows.step_types import AVAILABLE_STEP_TYPES
@@ -50,8 +51,15 @@ STEP_ACTIVITIES = {
     "checkout": StepActivities.checkout,
     "notify": StepActivities.notify,
     "custom": StepActivities.custom,
+    "create_branch": GitStepActivities.create_branch,
+    "create_pr": GitStepActivities.create_pr,
+    "post_comment": GitStepActivities.post_comment,
 }
 
+# A commit status is a courtesy to the provider's UI: a few tries, never holding the run up for long.
+COMMIT_STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
+                                  maximum_attempts=5)
+COMMIT_STATUS_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 # Infrastructure retries only: a user-visible failure is StepFailed and never retried here.
@@ -83,6 +91,11 @@ class PipelineRunInput:
     # step id -> {"status", "outputs", "run_id"}: earlier steps reused by a retry from a step
     reused_steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     triggered_by: str | None = None  # the email of the user who started the run, if any
+    # A run from a fork's pull request: it sees no secrets, and steps with requires_trust wait
+    # for a maintainer's approval (and are skipped without it).
+    untrusted: bool = False
+    # Where a commit status links to (the run in the API); None: no commit status is set.
+    status_target_url: str | None = None
 
 
 @dataclass
@@ -259,6 +272,7 @@ class PipelineRunWorkflow:
         self._update_run(RunUpdate(status="running", started_at=self._now()))
         self._event("run_updated", {"status": "running"})
         self._restore_reused_steps()
+        pending_status = self._start_commit_status("pending", f"run #{inp.run_number} is running")
 
         timed_out = cancelled = False
         try:
@@ -280,6 +294,7 @@ class PipelineRunWorkflow:
         self._update_run(RunUpdate(status=status, error=error, outputs=outputs, finished_at=self._now()))
         self._event("run_completed", {"status": status, "error": error})
         await self._flush()
+        await self._settle_commit_status(pending_status, status, error)
         await workflow.wait_condition(workflow.all_handlers_finished)
 
         if cancelled:
@@ -287,6 +302,40 @@ class PipelineRunWorkflow:
         if status == "failure":
             raise ApplicationError(error or "run failed", type="PipelineRunFailed", non_retryable=True)
         return PipelineRunOutcome(status=status, error=error, outputs=outputs)
+
+    # ---- commit statuses (runs from a push or pull request webhook) -----------------------
+
+    def _start_commit_status(self, state: str, description: str) -> workflow.ActivityHandle[Any] | None:
+        inp = self._require_input()
+        repository_id, sha = inp.trigger.get("repository_id"), inp.trigger.get("sha")
+        if not inp.status_target_url or repository_id is None or not sha:
+            return None
+        return workflow.start_activity_method(
+            GitStepActivities.set_commit_status,
+            SetCommitStatusInput(account_id=inp.account_id, repository_id=int(repository_id), sha=str(sha),
+                                 state=state, context=f"devops/{inp.pipeline_name}", description=description[:140],
+                                 target_url=inp.status_target_url, pipeline_name=inp.pipeline_name),
+            start_to_close_timeout=COMMIT_STATUS_TIMEOUT,
+            retry_policy=COMMIT_STATUS_RETRY,
+            summary=f"commit status {state}",
+        )
+
+    async def _settle_commit_status(self, pending: workflow.ActivityHandle[Any] | None, status: str,
+                                    error: str | None) -> None:
+        """The final status, after the pending one has landed (a late pending must not win)."""
+        if pending is None:
+            return
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await pending
+        number = self._require_input().run_number
+        state, description = {
+            "success": ("success", f"run #{number} succeeded"),
+            "cancelled": ("error", f"run #{number} was cancelled"),
+        }.get(status, ("failure", f"run #{number} failed: {error or 'see the run'}"))
+        final = self._start_commit_status(state, description)
+        if final is not None:
+            with contextlib.suppress(ActivityError, asyncio.CancelledError):
+                await final
 
     # ---- the step loop -----------------------------------------------------------------
 
@@ -346,6 +395,9 @@ class PipelineRunWorkflow:
             if step["type"] == "code_factory_gate":
                 await self._code_factory_gate(step, position)
                 continue
+            needs_trust = inp.untrusted and (step.get("requires_trust") or step["type"] == "deploy")
+            if needs_trust and not await self._trust_gate(step, position):
+                continue
             if step.get("requires_approval"):
                 gate = await self._approval_gate(step, position, 1)
                 if gate.outcome != "approved":
@@ -378,6 +430,24 @@ class PipelineRunWorkflow:
                               outputs={"gate": "approved", "approved_by": gate.decided_by or ""})
         else:
             self._finish_step(step, position, 1, "failure", error=_gate_failure(gate, step))
+
+    async def _trust_gate(self, step: dict[str, Any], position: int) -> bool:
+        """In a run from a fork: hold a step that needs trust until a maintainer (an account
+        admin, unless the step's approval names others) approves; without it, skip the step."""
+        spec = dict(step.get("approval") or {})
+        spec.setdefault("recipients", ["role:admin"])
+        spec["min_approvals"] = 1
+        held = {**step, "approval": spec}
+        self._event("step_held", {"step_id": step["id"], "reason": "run from a fork's pull request; "
+                                  "this step needs a maintainer's approval"})
+        gate = await self._approval_gate(held, position, 1)
+        if gate.outcome == "approved":
+            return True
+        why = (f"rejected by {gate.decided_by}: {gate.reason}" if gate.outcome == "rejected"
+               else "no maintainer approved it in time")
+        self._finish_step(step, position, 1, "skipped",
+                          error=f"held because the run comes from a fork's pull request; {why}")
+        return False
 
     async def _approval_gate(self, step: dict[str, Any], position: int, attempt: int) -> ApprovalGate:
         """Open the gate (tokens minted and delivered by an activity), wait for enough
@@ -463,6 +533,8 @@ class PipelineRunWorkflow:
                         step_id=step["id"], step_name=step.get("name") or step["id"], attempt=attempt,
                         params=params, env=env, secret_names=self._secret_names(step),
                         secret_placeholder_prefix=self._secret_prefix, run_number=inp.run_number,
+                        trigger_repository_id=inp.trigger.get("repository_id"),
+                        trigger_number=inp.trigger.get("number"), trigger_sha=inp.trigger.get("sha"),
                     ),
                     task_queue=inp.activity_task_queue,
                     start_to_close_timeout=timeout,
@@ -619,7 +691,10 @@ class PipelineRunWorkflow:
         }
 
     def _secret_names(self, step: dict[str, Any]) -> list[str]:
-        """Secrets a step references, in its `with` or the pipeline env."""
+        """Secrets a step references, in its `with` or the pipeline env (none in a run from a
+        fork: there every secret reads as an empty string, as on GitHub Actions)."""
+        if self._require_input().untrusted:
+            return []
         names: set[str] = set()
         for text in _strings([step.get("with") or {}, self._require_input().env]):
             if "${{" not in text:

@@ -20,8 +20,10 @@ STEP_TYPES: tuple[str, ...] = (
     "custom",
 )
 
-# Step types with a handler in activities.steps; the others answer "not available yet".
-AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom", "code_factory_gate"})
+# Step types with a handler in activities.steps / activities.git_steps; the others answer
+# "not available yet".
+AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom", "code_factory_gate",
+                                                  "create_branch", "create_pr", "post_comment"})
 
 TRIGGER_TYPES: tuple[str, ...] = (
     "manual",

@@ -112,8 +112,10 @@ class GitLabClient(GitProviderClient):
     def __init__(self, token: str, base_url: str = DEFAULT_URL, *, timeout: float = 30.0) -> None:
         # python-gitlab appends /api/v4 itself; accept the API URL too, like the Gitea client.
         server = base_url.rstrip("/").removesuffix("/api/v4")
+        # As a Bearer token: GitLab accepts personal access tokens that way too, while an OAuth
+        # token in PRIVATE-TOKEN would be looked up among personal access tokens only.
         self._gl = gitlab.Gitlab(
-            server, private_token=token, timeout=timeout, session=_RateLimitSession()
+            server, oauth_token=token, timeout=timeout, session=_RateLimitSession()
         )
 
     def _project(self, repo: str) -> Any:

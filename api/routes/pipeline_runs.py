@@ -39,7 +39,7 @@ QUEUED_POLL_SECONDS = 0.25
 def _approvals(run: PipelineRun) -> tuple[list[ApprovalDecisionPublic], dict[str, StepApprovalPublic]]:
     """Decisions of the run, and the gates its steps have (had), from the database."""
     session = object_session(run)
-    gated = any(s.get("requires_approval") or s.get("type") == "code_factory_gate"
+    gated = any(s.get("requires_approval") or s.get("requires_trust") or s.get("type") == "code_factory_gate"
                 for s in run.pipeline_snapshot.get("steps", []))
     if session is None or not gated:
         return [], {}

@@ -59,7 +59,7 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
             PipelineStepPublic(
                 id=s.step_id, name=s.name, type=s.step_type, position=s.position, with_=s.inputs, if_=s.condition,
                 continue_on_error=s.continue_on_error, timeout_minutes=s.timeout_minutes, retry=s.retry,
-                requires_approval=s.requires_approval, approval=s.approval,
+                requires_approval=s.requires_approval, approval=s.approval, requires_trust=s.requires_trust,
             )
             for s in pipeline.steps
         ],

@@ -59,8 +59,10 @@ UNREACHABLE = "the provider could not be reached"
 def _public(row: GitProvider) -> GitProviderPublic:
     return GitProviderPublic(
         id=row.id, name=row.name, provider_type=row.provider_type, base_url=row.base_url, is_active=row.is_active,
-        capabilities=sorted(CAPABILITIES.get(row.provider_type, ())), created_at=row.created_at,
-        updated_at=row.updated_at,
+        capabilities=sorted(CAPABILITIES.get(row.provider_type, ())), oauth_client_id=row.oauth_client_id,
+        oauth_base_url=row.oauth_base_url, oauth_scopes=list(row.oauth_scopes or []),
+        oauth_configured=bool(row.oauth_client_id and row.encrypted_oauth_client_secret),
+        created_at=row.created_at, updated_at=row.updated_at,
     )
 
 
@@ -106,14 +108,20 @@ def list_providers(session: SessionDep, caller: CurrentCaller) -> GitProvidersPu
 
 
 @router.post("", response_model=GitProviderPublic, status_code=status.HTTP_201_CREATED)
-def create_provider(body: GitProviderCreate, session: SessionDep, caller: WriterCaller) -> GitProviderPublic:
-    """Add a provider; a Gitea provider needs its ``base_url`` (there is no public Gitea)."""
+def create_provider(body: GitProviderCreate, session: SessionDep, caller: WriterCaller,
+                    settings: SettingsDep) -> GitProviderPublic:
+    """Add a provider; a Gitea provider needs its ``base_url`` (there is no public Gitea).
+    ``oauth_client_secret`` is write-only, like a credential's token."""
     if body.provider_type == "gitea" and body.base_url is None:
         raise errors.field_error(["base_url"], "a gitea provider needs its base URL", "missing")
     if _name_taken(session, caller, body.name):
         raise errors.conflict(f"a provider named {body.name!r} already exists")
     row = GitProvider(account_id=caller.account_id, name=body.name, provider_type=body.provider_type,
-                      base_url=body.base_url, is_active=body.is_active)
+                      base_url=body.base_url, is_active=body.is_active, oauth_client_id=body.oauth_client_id,
+                      oauth_base_url=body.oauth_base_url, oauth_scopes=list(body.oauth_scopes))
+    if body.oauth_client_secret is not None:
+        row.encrypted_oauth_client_secret = SecretBox(settings.secret_key, settings.old_secret_keys).encrypt(
+            body.oauth_client_secret)
     session.add(row)
     _commit_or_conflict(session, f"a provider named {body.name!r} already exists")
     return _public(row)
@@ -126,13 +134,17 @@ def show_provider(provider_id: int, session: SessionDep, caller: CurrentCaller) 
 
 @router.patch("/{provider_id}", response_model=GitProviderPublic)
 def update_provider(provider_id: int, body: GitProviderUpdate, session: SessionDep,
-                    caller: WriterCaller) -> GitProviderPublic:
+                    caller: WriterCaller, settings: SettingsDep) -> GitProviderPublic:
     row = _owned(session, caller, provider_id)
     changes = body.model_dump(exclude_unset=True)
     if "base_url" in changes and changes["base_url"] is None and row.provider_type == "gitea":
         raise errors.field_error(["base_url"], "a gitea provider needs its base URL", "missing")
     if "name" in changes and _name_taken(session, caller, changes["name"], exclude_id=row.id):
         raise errors.conflict(f"a provider named {changes['name']!r} already exists")
+    if "oauth_client_secret" in changes:
+        secret = changes.pop("oauth_client_secret")
+        row.encrypted_oauth_client_secret = (
+            None if secret is None else SecretBox(settings.secret_key, settings.old_secret_keys).encrypt(secret))
     for field, value in changes.items():
         setattr(row, field, value)
     _commit_or_conflict(session, f"a provider named {row.name!r} already exists")

@@ -31,3 +31,18 @@ def test_event_and_log_ids_are_never_reused_after_the_newest_rows_are_deleted(da
         assert session.scalar(select(RunEvent.id).where(RunEvent.run_id == run.id)) == ids["run_events"][1]
     for first, second in ids.values():
         assert second > first
+
+
+def test_the_migrations_build_exactly_the_schema_the_models_describe(database_url):
+    """A model change without its migration (or the reverse) shows up here, on both backends."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from db.models import Base
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": False})
+        diff = compare_metadata(context, Base.metadata)
+    engine.dispose()
+    assert diff == []

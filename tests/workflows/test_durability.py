@@ -102,7 +102,9 @@ def _histories_of(stack, workflow_ids: list[str]) -> list[WorkflowHistory]:
 
 
 def _replay(histories: list[WorkflowHistory]) -> None:
-    replayer = Replayer(workflows=[PipelineRunWorkflow, PipelineQueueWorkflow])
+    from worker import WORKFLOWS
+
+    replayer = Replayer(workflows=WORKFLOWS)
 
     async def replay() -> None:
         for history in histories:

@@ -116,6 +116,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_pipeline_repositories_pipeline_id'), ['pipeline_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_pipeline_repositories_repository_id'), ['repository_id'], unique=False)
 
+    with op.batch_alter_table('pipeline_steps', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('requires_trust', sa.Boolean(), nullable=False, server_default='0'))
+
     with op.batch_alter_table('git_provider_credentials', schema=None) as batch_op:
         batch_op.add_column(sa.Column('encrypted_refresh_token', sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column('token_expires_at', sa.DateTime(timezone=True), nullable=True))
@@ -146,6 +149,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_pipeline_repositories_account_id'))
 
     op.drop_table('pipeline_repositories')
+    with op.batch_alter_table('pipeline_steps', schema=None) as batch_op:
+        batch_op.drop_column('requires_trust')
+
     with op.batch_alter_table('git_webhook_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_git_webhook_events_repository_id'))
         batch_op.drop_index(batch_op.f('ix_git_webhook_events_account_id'))

@@ -7,14 +7,22 @@ the stored comments, statuses, hooks and branches are plain attributes for asser
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import itertools
+import os
+import secrets
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 from starlette.applications import Starlette
@@ -103,6 +111,7 @@ class FakeProviderServer:
         self.rate_limited = False
         self.requests: list[tuple[str, str]] = []
         self._ids = itertools.count(100)
+        self.oauth_reset()
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -153,7 +162,7 @@ class FakeProviderServer:
             self.requests.append((request.method, request.url.path))
             if self.outage:
                 return self.error(self.outage, "Internal Server Error")
-            if self.token_of(request) != TOKEN:
+            if not self.token_accepted(request):
                 return self.error(401, "Bad credentials")
             if self.rate_limited:
                 return self.rate_limit_response()
@@ -176,7 +185,7 @@ class FakeProviderServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        app = Starlette(routes=self.routes())
+        app = Starlette(routes=[*self.routes(), *self.git_routes(), *self.oauth_routes()])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -194,6 +203,182 @@ class FakeProviderServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    # --- git over smart HTTP (private checkout tests) ----------------------------------------
+    # `/{owner}/{name}.git/...` runs `git http-backend` as CGI over bare repositories made by
+    # `make_git_repo`, behind HTTP Basic auth whose password must be TOKEN (any user name), so
+    # the repositories' clone_url (`{origin}/{full_name}.git`) is clonable with the credential.
+    @property
+    def git_root(self) -> Path:
+        if getattr(self, "_git_root", None) is None:
+            self._git_root = Path(tempfile.mkdtemp(prefix=f"fake-{type(self).__name__.lower()}-git-"))
+        return self._git_root
+
+    def make_git_repo(self, full_name: str, files: dict[str, str] | None = None, branch: str | None = None) -> str:
+        """A bare repository for ``full_name`` with one commit of ``files`` on ``branch`` (default:
+        the fake repo's default branch, which then points at it); returns the commit SHA."""
+        fake = self.repos.get(full_name)
+        branch = branch or (fake.default_branch if fake else "main")
+        bare = self.git_root / f"{full_name}.git"
+        env = {**os.environ, "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.test",
+               "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.test", "GIT_CONFIG_NOSYSTEM": "1"}
+        with tempfile.TemporaryDirectory() as work:
+            def git(*args: str, cwd: str | Path = work) -> str:
+                return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                                      text=True).stdout.strip()
+
+            git("init", "--quiet", "--initial-branch", branch)
+            for name, content in (files or {"README.md": f"# {full_name}\n"}).items():
+                (Path(work) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(work) / name).write_text(content)
+            git("add", "--all")
+            git("commit", "--quiet", "-m", f"Commit on {branch}")
+            commit = git("rev-parse", "HEAD")
+            if not bare.exists():
+                bare.parent.mkdir(parents=True, exist_ok=True)
+                git("init", "--quiet", "--bare", "--initial-branch", branch, str(bare))
+            git("push", "--quiet", "--force", str(bare), f"HEAD:refs/heads/{branch}")
+        if fake is not None:
+            fake.branches[branch] = commit
+        return commit
+
+    def git_routes(self) -> list[Route]:
+        async def backend(request: Request) -> Response:
+            self.requests.append((request.method, request.url.path))
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            try:
+                password = base64.b64decode(value).decode().partition(":")[2] if scheme.lower() == "basic" else None
+            except ValueError:
+                password = None
+            if password != TOKEN and password not in self.oauth_access_tokens:
+                return Response("Authentication required\n", status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="fake git"'})
+            p = request.path_params
+            env = {"PATH": os.environ.get("PATH", ""), "GIT_PROJECT_ROOT": str(self.git_root),
+                   "GIT_HTTP_EXPORT_ALL": "1", "REQUEST_METHOD": request.method,
+                   "PATH_INFO": f"/{p['owner']}/{p['name']}.git/{p['path']}",
+                   "QUERY_STRING": request.url.query, "CONTENT_TYPE": request.headers.get("content-type", ""),
+                   "REMOTE_USER": "git", "REMOTE_ADDR": "127.0.0.1"}
+            if "content-encoding" in request.headers:
+                env["HTTP_CONTENT_ENCODING"] = request.headers["content-encoding"]
+            if "git-protocol" in request.headers:
+                env["GIT_PROTOCOL"] = request.headers["git-protocol"]
+            body = await request.body()
+            done = await asyncio.to_thread(subprocess.run, ["git", "http-backend"], input=body, env=env,
+                                           capture_output=True, check=False)
+            # CGI output: headers, a blank line (CRLF or LF), the body.
+            ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := done.stdout.find(sep)) >= 0]
+            cut, size = min(ends) if ends else (len(done.stdout), 0)
+            head, content = done.stdout[:cut], done.stdout[cut + size:]
+            status, headers = 200, {}
+            for line in head.decode(errors="replace").splitlines():
+                key, _, val = line.partition(":")
+                if key.lower() == "status":
+                    status = int(val.split()[0])
+                elif key.strip():
+                    headers[key.strip()] = val.strip()
+            return Response(content, status_code=status, headers=headers)
+
+        return [Route("/{owner}/{name}.git/{path:path}", backend, methods=["GET", "POST"])]
+
+    # --- OAuth authorization-code flow (tests/api/test_oauth.py) -------------------------------
+    # The web origin serves the provider's documented authorize endpoint, which approves at once
+    # (302 back to redirect_uri with code and state; error=access_denied when `oauth_deny`), and its
+    # token endpoint: codes are single-use and bound to their redirect_uri, refresh tokens rotate,
+    # a wrong client secret gets the provider's own error. Issued access tokens open the API like
+    # TOKEN. Subclasses set the paths, error names and answer shapes in their OAuth section.
+    OAUTH_CLIENT_ID = "fake-oauth-client-id"
+    OAUTH_CLIENT_SECRET = "fake-oauth-client-secret"
+    oauth_paths = ("/login/oauth/authorize", "/login/oauth/access_token")
+    oauth_expires_in = 7200
+    oauth_default_scope = "read"
+    oauth_bad_client: tuple[str, int] = ("invalid_client", 401)
+    oauth_bad_code = "invalid_grant"
+    oauth_bad_refresh = "invalid_grant"
+    oauth_bad_redirect = "invalid_grant"
+
+    def oauth_reset(self) -> None:
+        self.oauth_deny = False
+        self.oauth_codes: dict[str, dict[str, str]] = {}
+        self.oauth_access_tokens: set[str] = set()
+        self.oauth_refresh_tokens: set[str] = set()
+        self.oauth_grants: list[str] = []  # grant_type of every token request, in order
+
+    def token_accepted(self, request: Request) -> bool:
+        token = self.token_of(request)
+        return token == TOKEN or (token is not None and token in self.oauth_access_tokens)
+
+    async def oauth_form(self, request: Request) -> dict[str, str]:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return {k: str(v) for k, v in (await request.json()).items()}
+        return dict(parse_qsl((await request.body()).decode()))  # no python-multipart here
+
+    def oauth_client(self, request: Request, form: dict[str, str]) -> tuple[str | None, str | None]:
+        """(client_id, client_secret) as the provider takes them: the form here, Basic on Bitbucket."""
+        return form.get("client_id"), form.get("client_secret")
+
+    def oauth_error(self, request: Request, error: str, description: str, status: int = 400) -> Response:
+        return _json({"error": error, "error_description": description}, status)
+
+    def oauth_token_json(self, access: str, refresh: str, scope: str) -> dict[str, Any]:
+        return {"access_token": access, "token_type": "bearer", "expires_in": self.oauth_expires_in,
+                "refresh_token": refresh, "scope": scope}
+
+    def oauth_token_response(self, request: Request, data: dict[str, Any]) -> Response:
+        return _json(data)
+
+    def oauth_issue(self, request: Request, scope: str) -> Response:
+        access, refresh = f"oauth-access-{secrets.token_hex(12)}", f"oauth-refresh-{secrets.token_hex(12)}"
+        self.oauth_access_tokens.add(access)
+        self.oauth_refresh_tokens.add(refresh)
+        return self.oauth_token_response(request, self.oauth_token_json(access, refresh, scope))
+
+    def oauth_routes(self) -> list[Route]:
+        def authorize(request: Request) -> Response:
+            q = request.query_params
+            if q.get("client_id") != self.OAUTH_CLIENT_ID or not q.get("redirect_uri"):
+                return Response("unknown client_id or no redirect_uri", status_code=404)  # an HTML page, really
+            params: dict[str, str] = {}
+            if q.get("response_type") != "code":
+                params["error"] = "unsupported_response_type"
+            elif self.oauth_deny:
+                params.update(error="access_denied", error_description="The user denied the request.")
+            else:
+                code = secrets.token_urlsafe(16)
+                self.oauth_codes[code] = {"redirect_uri": q["redirect_uri"],
+                                          "scope": q.get("scope") or self.oauth_default_scope}
+                params["code"] = code
+            if "state" in q:
+                params["state"] = q["state"]
+            target = q["redirect_uri"]
+            return Response(status_code=302,
+                            headers={"Location": f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"})
+
+        async def token(request: Request) -> Response:
+            form = await self.oauth_form(request)
+            client_id, client_secret = self.oauth_client(request, form)
+            grant = form.get("grant_type") or ("refresh_token" if "refresh_token" in form else "authorization_code")
+            self.oauth_grants.append(grant)
+            if client_id != self.OAUTH_CLIENT_ID or client_secret != self.OAUTH_CLIENT_SECRET:
+                error, status = self.oauth_bad_client
+                return self.oauth_error(request, error, "Client authentication failed.", status)
+            if grant == "authorization_code":
+                issued = self.oauth_codes.pop(form.get("code", ""), None)  # single use, even when refused below
+                if issued is None:
+                    return self.oauth_error(request, self.oauth_bad_code, "The code is incorrect or expired.")
+                if form.get("redirect_uri", issued["redirect_uri"]) != issued["redirect_uri"]:
+                    return self.oauth_error(request, self.oauth_bad_redirect, "The redirect_uri does not match.")
+                return self.oauth_issue(request, issued["scope"])
+            if grant == "refresh_token":
+                old = form.get("refresh_token", "")
+                if old not in self.oauth_refresh_tokens:
+                    return self.oauth_error(request, self.oauth_bad_refresh, "The refresh token is invalid.")
+                self.oauth_refresh_tokens.discard(old)  # rotation: a refresh token works once
+                return self.oauth_issue(request, self.oauth_default_scope)
+            return self.oauth_error(request, "unsupported_grant_type", "Unsupported grant type.")
+
+        authorize_path, token_path = self.oauth_paths
+        return [Route(authorize_path, authorize, methods=["GET"]), Route(token_path, token, methods=["POST"])]
+
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(data, status_code=status, headers=headers)
@@ -205,6 +390,29 @@ class FakeGitHub(FakeProviderServer):
 
     prefix = "/api/v3"
     scopes = "repo, admin:repo_hook, read:user"
+
+    # --- OAuth (GitHub: errors answer 200, form-encoded unless Accept: application/json) ----------
+    oauth_expires_in = 28800  # expiring user-to-server tokens, with refresh tokens
+    oauth_default_scope = "repo,read:user"
+    oauth_bad_client = ("incorrect_client_credentials", 200)
+    oauth_bad_code = "bad_verification_code"
+    oauth_bad_refresh = "bad_refresh_token"
+    oauth_bad_redirect = "redirect_uri_mismatch"
+
+    def oauth_error(self, request: Request, error: str, description: str, status: int = 400) -> Response:
+        return self.oauth_token_response(request, {
+            "error": error, "error_description": description,
+            "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors"})
+
+    def oauth_token_json(self, access: str, refresh: str, scope: str) -> dict[str, Any]:
+        return {"access_token": access, "expires_in": self.oauth_expires_in, "refresh_token": refresh,
+                "refresh_token_expires_in": 15897600, "scope": ",".join(scope.replace(",", " ").split()),
+                "token_type": "bearer"}
+
+    def oauth_token_response(self, request: Request, data: dict[str, Any]) -> Response:
+        if "application/json" in request.headers.get("accept", ""):
+            return _json(data)
+        return Response(urlencode(data), media_type="application/x-www-form-urlencoded")
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         return _json({"message": message, "documentation_url": "https://docs.github.com/rest"}, status, headers)
@@ -417,6 +625,22 @@ class FakeGitLab(FakeProviderServer):
     prefix = "/api/v4"
     token_scopes = ["api", "read_user"]
 
+    # --- OAuth (GitLab: /oauth/authorize and /oauth/token; OAuth tokens only as Bearer) ----------
+    oauth_paths = ("/oauth/authorize", "/oauth/token")
+    oauth_default_scope = "api read_user"
+
+    def oauth_token_json(self, access: str, refresh: str, scope: str) -> dict[str, Any]:
+        return {**super().oauth_token_json(access, refresh, scope), "token_type": "Bearer",
+                "created_at": int(time.time())}
+
+    def token_accepted(self, request: Request) -> bool:
+        # Personal access tokens in PRIVATE-TOKEN or as Bearer; OAuth tokens only as Bearer (GitLab
+        # looks a PRIVATE-TOKEN up among personal access tokens alone).
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        bearer = value if scheme.lower() == "bearer" else None
+        return (request.headers.get("private-token") == TOKEN or bearer == TOKEN
+                or (bearer is not None and bearer in self.oauth_access_tokens))
+
     def token_of(self, request: Request) -> str | None:
         return request.headers.get("private-token")
 
@@ -599,6 +823,11 @@ class FakeGitea(FakeProviderServer):
 
     prefix = "/api/v1"
 
+    # --- OAuth (Gitea: /login/oauth/...; a wrong client secret is 400 unauthorized_client) -------
+    oauth_expires_in = 3600
+    oauth_default_scope = "read:repository write:repository read:user"
+    oauth_bad_client = ("unauthorized_client", 400)
+
     def page(self, request: Request, items: list[Any]) -> Response:
         page = int(request.query_params.get("page", 1))
         limit = int(request.query_params.get("limit", 30))
@@ -757,6 +986,24 @@ class FakeBitbucket(FakeProviderServer):
 
     prefix = "/2.0"
     scopes = "repository:write, pullrequest:write, webhook, account"
+
+    # --- OAuth (Bitbucket: /site/oauth2/...; the consumer authenticates with HTTP Basic) ---------
+    oauth_paths = ("/site/oauth2/authorize", "/site/oauth2/access_token")
+    oauth_default_scope = "repository account"
+
+    def oauth_client(self, request: Request, form: dict[str, str]) -> tuple[str | None, str | None]:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return None, None
+        try:
+            client_id, _, secret = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return None, None
+        return client_id, secret
+
+    def oauth_token_json(self, access: str, refresh: str, scope: str) -> dict[str, Any]:
+        return {"access_token": access, "scopes": scope, "expires_in": self.oauth_expires_in,
+                "refresh_token": refresh, "token_type": "bearer", "state": "authorization_code"}
 
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         return _json({"type": "error", "error": {"message": message}}, status, headers)
