@@ -501,3 +501,272 @@ class GitWebhookEvent(Base):
     workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# ---- containers (issue 5) ------------------------------------------------------------------
+
+
+class ContainerTemplate(Base):
+    """How to run a container (the seed's ``ContainerTemplate``); safe by default, and the unsafe
+    options (privileged, host network, extra capabilities, host bind mounts) are refused unless
+    the account's ``ContainerPolicy`` allows them."""
+
+    __tablename__ = "container_templates"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    image: Mapped[str] = mapped_column(String(500))
+    command: Mapped[list[Any]] = mapped_column(default=list)  # argv; empty: the image's default
+    entrypoint: Mapped[list[Any] | None] = mapped_column(JSONType, default=None)
+    working_dir: Mapped[str] = mapped_column(String(500), default="/work")
+    env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # environment variable name -> account secret name, injected at start and masked in logs
+    secret_env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cpu_limit: Mapped[float] = mapped_column(default=1.0)  # cores
+    memory_mb: Mapped[int] = mapped_column(Integer, default=256)
+    pids_limit: Mapped[int] = mapped_column(Integer, default=128)
+    storage_mb: Mapped[int] = mapped_column(Integer, default=512)  # writable work dir (tmpfs) size
+    network_mode: Mapped[str] = mapped_column(String(20), default="none")  # none | bridge | host
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    artifact_paths: Mapped[list[Any]] = mapped_column(default=list)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    user: Mapped[str | None] = mapped_column(String(100), default="65534:65534")  # None: the image's user
+    read_only_rootfs: Mapped[bool] = mapped_column(Boolean, default=True)
+    privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    cap_add: Mapped[list[Any]] = mapped_column(default=list)
+    bind_mounts: Mapped[list[Any]] = mapped_column(default=list)  # [{"source", "target", "read_only"}]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContainerPolicy(Base):
+    """What an account admin allows beyond the safe defaults (one row per account)."""
+
+    __tablename__ = "container_policies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    allow_privileged: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_host_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    allowed_capabilities: Mapped[list[Any]] = mapped_column(default=list)
+    allowed_bind_paths: Mapped[list[Any]] = mapped_column(default=list)  # host path prefixes
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ResourceQuota(Base):
+    """Per-account container limits (the seed's ``ResourceQuota``), enforced atomically when an
+    instance reserves its share; the quota row is the lock."""
+
+    __tablename__ = "resource_quotas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), unique=True)
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=5)
+    max_cpu: Mapped[float] = mapped_column(default=4.0)
+    max_memory_mb: Mapped[int] = mapped_column(Integer, default=4096)
+    max_storage_mb: Mapped[int] = mapped_column(Integer, default=10240)
+    max_duration_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContainerInstance(Base):
+    """One container execution (the seed's ``ContainerInstance``), run by
+    ``ContainerExecutionWorkflow`` ``container-<id>``. Status: pending → provisioning → running →
+    completed | failed | cancelled | timeout. Its reservation counts against the quota from
+    creation until it ends."""
+
+    __tablename__ = "container_instances"
+    __table_args__ = (Index("ix_container_instances_account_status", "account_id", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("container_templates.id", ondelete="SET NULL"), default=None)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("docker_hosts.id", ondelete="SET NULL"), default=None)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), default=None,
+                                               index=True)
+    step_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    attempt: Mapped[int | None] = mapped_column(Integer, default=None)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    name: Mapped[str] = mapped_column(String(200), default="")  # deterministic container name
+    image: Mapped[str] = mapped_column(String(500))
+    image_digest: Mapped[str | None] = mapped_column(String(200), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the resolved template + overrides
+    container_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    logs: Mapped[str] = mapped_column(Text, default="")  # capped at 100 KB with a marker
+    logs_truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    violations: Mapped[list[Any]] = mapped_column(default=list)
+    artifacts: Mapped[list[Any]] = mapped_column(default=list)
+    reserved_cpu: Mapped[float] = mapped_column(default=0.0)
+    reserved_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    reserved_storage_mb: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    callback_status: Mapped[str | None] = mapped_column(String(100), default=None)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_by_user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContainerEvent(Base):
+    """Every status change and notable moment of an instance, append-only."""
+
+    __tablename__ = "container_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("container_instances.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(100), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Artifact(Base):
+    """A checked tar in the artifact store: from a container's artifact paths or an
+    ``upload_artifact`` step; ``store_key`` is its path inside the store."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), default=None,
+                                               index=True)
+    instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("container_instances.id", ondelete="CASCADE"), default=None, index=True)
+    step_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    name: Mapped[str] = mapped_column(String(200))
+    store_key: Mapped[str] = mapped_column(String(500))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str] = mapped_column(String(64), default="")
+    entries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---- Docker hosts (issue 5) -----------------------------------------------------------------
+
+
+class DockerHost(Base):
+    """A Docker engine we manage (the seed's ``DockerHost``), kept in sync by ``HostSyncWorkflow``
+    ``host-sync-<id>``; TLS material is encrypted like every secret."""
+
+    __tablename__ = "docker_hosts"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(2000))  # unix:///var/run/docker.sock | tcp://host:2376
+    environment: Mapped[str] = mapped_column(String(20), default="development")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    auto_sync: Mapped[bool] = mapped_column(Boolean, default=True)
+    sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_synced_at: Mapped[datetime | None] = mapped_column(default=None)
+    events_cursor: Mapped[int | None] = mapped_column(BigInteger, default=None)  # unix nanoseconds
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    encrypted_tls_ca: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    encrypted_tls_cert: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    encrypted_tls_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DockerContainer(Base):
+    """A container seen on a host by the last sync; ``fingerprint`` lets a sync skip unchanged ones."""
+
+    __tablename__ = "docker_containers"
+    __table_args__ = (UniqueConstraint("host_id", "container_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("docker_hosts.id", ondelete="CASCADE"), index=True)
+    container_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    image: Mapped[str] = mapped_column(String(500), default="")
+    image_id: Mapped[str] = mapped_column(String(100), default="")
+    state: Mapped[str] = mapped_column(String(30), default="")
+    status: Mapped[str] = mapped_column(String(200), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ports: Mapped[list[Any]] = mapped_column(default=list)
+    created: Mapped[datetime | None] = mapped_column(default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DockerImage(Base):
+    __tablename__ = "docker_images"
+    __table_args__ = (UniqueConstraint("host_id", "image_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("docker_hosts.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[str] = mapped_column(String(100))
+    repo_tags: Mapped[list[Any]] = mapped_column(default=list)
+    repo_digests: Mapped[list[Any]] = mapped_column(default=list)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created: Mapped[datetime | None] = mapped_column(default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DockerEvent(Base):
+    """An engine event read from ``/events`` since the host's cursor."""
+
+    __tablename__ = "docker_events"
+    __table_args__ = (UniqueConstraint("host_id", "time_nano", "event_type", "action", "actor_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("docker_hosts.id", ondelete="CASCADE"), index=True)
+    time_nano: Mapped[int] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(100))
+    actor_id: Mapped[str] = mapped_column(String(200), default="")
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DockerActivity(Base):
+    """Every action we take on a host: who, what, when, result (the seed's ``DockerActivity``)."""
+
+    __tablename__ = "docker_activities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    host_id: Mapped[int | None] = mapped_column(ForeignKey("docker_hosts.id", ondelete="SET NULL"), default=None,
+                                                index=True)
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    action: Mapped[str] = mapped_column(String(100))  # container.create, image.pull, ...
+    target: Mapped[str] = mapped_column(String(500), default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[str] = mapped_column(String(20), default="success")  # success | failure
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContainerRegistry(Base):
+    """An image registry (the seed's ``RegistryService``); the password is encrypted."""
+
+    __tablename__ = "container_registries"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(2000))  # http(s)://host:port
+    username: Mapped[str | None] = mapped_column(String(200), default=None)
+    encrypted_password: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
