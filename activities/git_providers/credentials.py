@@ -8,12 +8,15 @@ provider issued a refresh token (see ``activities.git_providers.oauth``).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from activities.git_providers.base import GitProviderClient, NotFound
+from activities.git_providers.base import GitProviderClient, NotFound, ProviderError
 from activities.git_providers.factory import client_for
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, GitRepository
@@ -31,6 +34,32 @@ class ProviderAccess:
 
     def close(self) -> None:
         self.client.close()
+
+
+class TargetRefused(ProviderError):
+    """The provider's base URL resolves to an internal address and internal targets are off."""
+
+
+def refuse_internal_base_url(settings: Settings, provider: GitProvider) -> None:
+    """Workers connect to ``base_url`` for any member who can trigger a sync or a git step, so an
+    internal address is refused unless ``DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS`` (the API's test
+    connection and the ``notify`` step follow the same rule)."""
+    if settings.notify_allow_private_targets or not provider.base_url:
+        return
+    parts = urlsplit(provider.base_url)
+    host = parts.hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                   type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return  # the client's own connection error will say so
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global or address.is_multicast:
+            raise TargetRefused(
+                f"provider '{provider.name}' has a base URL whose host {host} resolves to {address}, a loopback, "
+                "private or link-local address; refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow "
+                "internal providers)", provider=provider.provider_type)
 
 
 def secret_box(settings: Settings) -> SecretBox:
@@ -56,6 +85,7 @@ def access_for_credential(session: Session, settings: Settings, account_id: int,
     if row is None:
         raise NotFound(f"credential {credential_id} does not exist")
     credential, provider = row
+    refuse_internal_base_url(settings, provider)
     token = credential_token(session, settings, credential, provider)
     return ProviderAccess(client_for(provider.provider_type, provider.base_url, token), provider, credential, token)
 

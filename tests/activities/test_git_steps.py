@@ -443,3 +443,28 @@ def test_a_pipeline_run_creates_a_branch_and_comments_through_the_provider(stack
     [comment] = fake.comments("acme/web", 1)
     assert comment["body"].startswith(f"Branch {branch_name} at {main}")
     assert f"devops-run-{run_body['id']}-step-comment" in comment["body"]
+
+
+def test_an_internal_provider_base_url_is_refused_unless_private_targets_are_allowed(stack):
+    """Workers connect to the provider for any member who can run a git step or a sync."""
+    from activities.git_providers.credentials import TargetRefused, access_for_credential
+    from db.crypto import SecretBox
+    from db.models import GitProvider, GitProviderCredential
+
+    account = stack.account()
+    box = SecretBox(stack.settings.secret_key, stack.settings.old_secret_keys)
+    with stack.sessions.begin() as session:
+        provider = GitProvider(account_id=account.id, name="internal", provider_type="gitea",
+                               base_url="http://127.0.0.1:9/api/v1")
+        session.add(provider)
+        session.flush()
+        credential = GitProviderCredential(account_id=account.id, provider_id=provider.id, name="bot",
+                                           encrypted_token=box.encrypt(TOKEN))
+        session.add(credential)
+        session.flush()
+        credential_id = credential.id
+    strict = stack.settings.model_copy(update={"notify_allow_private_targets": False})
+    with stack.sessions() as session:
+        with pytest.raises(TargetRefused, match="127.0.0.1, a loopback, private or link-local address"):
+            access_for_credential(session, strict, account.id, credential_id)
+        access_for_credential(session, stack.settings, account.id, credential_id).close()  # allowed in tests
