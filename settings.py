@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     )
 
     workspace_dir: Path | None = None
+    artifact_dir: Path | None = Field(None, description="the artifact store; empty means <data_dir>/artifacts")
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
     notify_allow_private_targets: bool = False
@@ -103,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def resolved_workspace_dir(self) -> Path:
         return (self.workspace_dir or self.data_dir / "workspaces").resolve()
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
 
     @property
     def resolved_temporal_ui_url(self) -> str:

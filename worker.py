@@ -21,6 +21,9 @@ from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
 from activities.bookkeeping import RunBookkeeping
+from activities.container_steps import ContainerStepActivities
+from activities.containers import ContainerActivities
+from activities.docker_hosts import DockerHostActivities
 from activities.git_steps import GitStepActivities
 from activities.repositories import RepositoryActivities
 from activities.schedules import ScheduleActivities
@@ -28,6 +31,8 @@ from activities.steps import StepActivities
 from activities.webhooks import WebhookActivities
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
+from workflows.container_execution import ContainerExecutionWorkflow
+from workflows.host_sync import HostSyncWorkflow
 from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 from workflows.repository_sync import RepositorySyncWorkflow, RepositoryWebhookWorkflow
@@ -36,7 +41,7 @@ from workflows.task_queues import runner_task_queue
 from workflows.webhook_dispatch import WebhookDispatchWorkflow
 
 WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow, RepositorySyncWorkflow,
-             RepositoryWebhookWorkflow, WebhookDispatchWorkflow]
+             RepositoryWebhookWorkflow, WebhookDispatchWorkflow, HostSyncWorkflow, ContainerExecutionWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -48,13 +53,18 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     steps = StepActivities(settings, sessions)
     git_steps = GitStepActivities(settings, sessions)
+    container_steps = ContainerStepActivities(settings, sessions)
     bookkeeping = RunBookkeeping(sessions)
     schedules = ScheduleActivities(settings, sessions, client)
     approvals = ApprovalActivities(settings, sessions)
     webhooks = WebhookActivities(settings, sessions, client)
     repositories = RepositoryActivities(settings, sessions)
+    containers = ContainerActivities(settings, sessions)
+    docker_hosts = DockerHostActivities(settings, sessions)
     step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom,
-                       git_steps.create_branch, git_steps.create_pr, git_steps.post_comment]
+                       git_steps.create_branch, git_steps.create_pr, git_steps.post_comment,
+                       container_steps.prepare, container_steps.collect, container_steps.upload_artifact,
+                       container_steps.download_artifact]
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
               "default_heartbeat_throttle_interval": timedelta(seconds=1)}
@@ -70,16 +80,37 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
                         approvals.record_decision, schedules.start_scheduled_run, schedules.await_run,
                         webhooks.dispatch_webhook_event,
                         repositories.sync_repositories, repositories.configure_webhook, repositories.delete_webhook,
-                        git_steps.set_commit_status],
+                        git_steps.set_commit_status, docker_hosts.sync_host,
+                        *container_activities(containers)],
             activity_executor=executor,
             **common,
         )
     ]
 
 
+def container_activities(containers: ContainerActivities) -> list:
+    return [containers.prepare, containers.reserve_or_wait, containers.provision, containers.wait_for_exit,
+            containers.collect_artifacts, containers.kill, containers.remove, containers.finish,
+            containers.sweep_orphans]
+
+
+async def sweep_container_orphans(settings: Settings) -> None:
+    """Once at start: remove our labelled containers whose execution has ended (a worker that
+    died mid-run may have left them); an unreachable engine is only logged."""
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    try:
+        removed = await asyncio.to_thread(ContainerActivities(settings, sessions).sweep_orphans_now)
+    except Exception as exc:  # noqa: BLE001 - a sweep must never stop the worker from starting
+        logging.getLogger("worker").warning("container orphan sweep skipped: %s", exc)
+        return
+    if removed:
+        logging.getLogger("worker").info("removed orphaned containers: %s", ", ".join(removed))
+
+
 async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
     client = await connect(settings)
     workers = build_workers(client, settings, labels)
+    sweep = asyncio.create_task(sweep_container_orphans(settings)) if not labels else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,6 +123,8 @@ async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
         if task in tasks and task.exception():
             raise task.exception()  # type: ignore[misc]
     await asyncio.gather(*(w.shutdown() for w in workers))
+    if sweep is not None and not sweep.done():
+        sweep.cancel()
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ from temporalio.client import Client
 from api import schedules as schedule_service
 from api.routes import (
     approvals,
+    containers,
+    docker,
     health,
     oauth,
     pipeline_runs,
@@ -76,6 +78,9 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(providers.router)
     devops.include_router(repositories.router)
     devops.include_router(webhooks.router)
+    devops.include_router(docker.router)
+    for router in containers.routers:
+        devops.include_router(router)
     app.include_router(devops)
     app.include_router(health.router)
     return app

@@ -31,7 +31,11 @@ REQUIRED_WITH_FIELDS: dict[str, tuple[str, ...]] = {
     "create_branch": ("name",),
     "create_pr": ("title", "head"),
     "post_comment": ("body",),
+    "upload_artifact": ("name",),
+    "download_artifact": ("name",),
 }
+# Step types that may run in a container with `with.executor: docker`.
+CONTAINER_STEP_TYPES = ("run_tests", "custom")
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -215,6 +219,7 @@ class PipelineDocument(_Strict):
                 if not isinstance(value, str) or not value.strip():
                     errors.append(_err((*base, "with", name), "missing_with_field",
                                        f"a {step.type} step needs `with.{name}` (text)"))
+            errors += _check_executor(step, base)
             env = step.with_.get("env")
             if env is not None and not (isinstance(env, dict) and all(ENV_NAME.match(str(k)) for k in env)):
                 errors.append(_err((*base, "with", "env"), "env_name",
@@ -229,6 +234,23 @@ class PipelineDocument(_Strict):
 
 
 PATTERN_FIELDS = ("branches", "branches_ignore", "tags", "tags_ignore", "paths", "paths_ignore")
+
+
+def _check_executor(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """`with.executor`: shell (the default) or docker, and docker only where a container can run."""
+    executor = step.with_.get("executor")
+    if executor is None or executor == "shell":
+        return []
+    loc = (*base, "with", "executor")
+    if executor != "docker":
+        return [_err(loc, "executor", f"unknown executor {executor!r}; expected shell or docker")]
+    if step.type not in CONTAINER_STEP_TYPES:
+        return [_err(loc, "executor", f"a {step.type} step cannot run in a container; "
+                                      f"`executor: docker` works for: {', '.join(CONTAINER_STEP_TYPES)}")]
+    if not step.with_.get("image") and step.with_.get("template") is None:
+        return [_err((*base, "with", "image"), "missing_with_field",
+                     "a step with `executor: docker` needs `with.image` or `with.template`")]
+    return []
 
 
 def _check_trigger_patterns(triggers: Triggers) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@
 #     reachable with trust auth (installed with apt-get if PostgreSQL is missing);
 #   - a Docker engine answering `docker info` (docker.io installed and dockerd started
 #     with the vfs storage driver if needed; its log goes to /tmp/dockerd.log);
-#   - /bin/busybox (busybox-static) and git.
+#   - /bin/busybox (busybox-static) and git;
+#   - an image registry (Debian's docker-registry) on 127.0.0.1:5000 with tag deletion enabled,
+#     storage under /tmp (its log goes to /tmp/docker-registry.log).
 # Debian only, run as root. Prints one line per service; exits non-zero if one can't be brought up.
 set -euo pipefail
 
@@ -188,6 +190,48 @@ ensure_busybox() {
     fi
 }
 
+REGISTRY_ADDR=127.0.0.1:5000
+REGISTRY_CONFIG=/tmp/docker-registry.yml
+REGISTRY_DATA=/tmp/docker-registry-data
+REGISTRY_LOG=/tmp/docker-registry.log
+REGISTRY_WAIT=30
+
+registry_ok() {
+    curl -fsS -m 5 -o /dev/null "http://$REGISTRY_ADDR/v2/" 2>/dev/null
+}
+
+ensure_registry() {
+    local did=""
+    if ! registry_ok; then
+        if [ ! -x /usr/bin/docker-registry ]; then
+            apt_install docker-registry
+            did="installed docker-registry, "
+        fi
+        need_root "starting docker-registry"
+        mkdir -p "$REGISTRY_DATA"
+        # Deletion enabled: DELETE /v2/<name>/manifests/<digest> is part of what the tests exercise.
+        printf '%s\n' "version: 0.1" "log:" "  level: warn" "storage:" "  filesystem:" \
+            "    rootdirectory: $REGISTRY_DATA" "  delete:" "    enabled: true" "http:" \
+            "  addr: $REGISTRY_ADDR" >"$REGISTRY_CONFIG"
+        setsid nohup /usr/bin/docker-registry serve "$REGISTRY_CONFIG" >>"$REGISTRY_LOG" 2>&1 </dev/null &
+        did="${did}started docker-registry (config $REGISTRY_CONFIG, log $REGISTRY_LOG), "
+        local i
+        for ((i = 0; i < REGISTRY_WAIT * 2; i++)); do
+            registry_ok && break
+            sleep 0.5
+        done
+        if ! registry_ok; then
+            tail -n 20 "$REGISTRY_LOG" >&2 || true
+            die "the registry did not answer http://$REGISTRY_ADDR/v2/ within ${REGISTRY_WAIT}s (log above)"
+        fi
+    fi
+    if [ -z "$did" ]; then
+        echo "registry: answering on http://$REGISTRY_ADDR/v2/"
+    else
+        echo "registry: ${did%, }; answering on http://$REGISTRY_ADDR/v2/"
+    fi
+}
+
 ensure_git() {
     if command -v git >/dev/null 2>&1; then
         echo "git: $(git --version)"
@@ -202,3 +246,4 @@ ensure_postgresql
 ensure_docker
 ensure_busybox
 ensure_git
+ensure_registry

@@ -17,7 +17,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.workflow import ActivityCancellationType
@@ -36,9 +36,15 @@ with workflow.unsafe.imports_passed_through():
         RunUpdate,
         StepUpdate,
     )
+    from activities.container_steps import (
+        ContainerStepActivities,
+        ContainerStepCollectInput,
+        ContainerStepPlan,
+    )
     from activities.git_steps import GitStepActivities, SetCommitStatusInput
     from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
     from workflows import expressions
+    from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
     from workflows.step_types import AVAILABLE_STEP_TYPES
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
@@ -54,7 +60,11 @@ STEP_ACTIVITIES = {
     "create_branch": GitStepActivities.create_branch,
     "create_pr": GitStepActivities.create_pr,
     "post_comment": GitStepActivities.post_comment,
+    "upload_artifact": ContainerStepActivities.upload_artifact,
+    "download_artifact": ContainerStepActivities.download_artifact,
 }
+# Step types that may run in a container (`with.executor: docker`); deploy comes with rollouts.
+CONTAINER_STEP_TYPES = frozenset({"run_tests", "custom"})
 
 # A commit status is a courtesy to the provider's UI: a few tries, never holding the run up for long.
 COMMIT_STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
@@ -525,17 +535,23 @@ class PipelineRunWorkflow:
             self._event("step_started", {"step_id": step["id"], "attempt": attempt})
             await self._flush()
             self._current = (step, position, attempt)
+            step_input = StepInput(
+                run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id,
+                step_id=step["id"], step_name=step.get("name") or step["id"], attempt=attempt,
+                params=params, env=env, secret_names=self._secret_names(step),
+                secret_placeholder_prefix=self._secret_prefix, run_number=inp.run_number,
+                trigger_repository_id=inp.trigger.get("repository_id"),
+                trigger_number=inp.trigger.get("number"), trigger_sha=inp.trigger.get("sha"),
+            )
             try:
+                if params.get("executor") == "docker" and step["type"] in CONTAINER_STEP_TYPES:
+                    result = await self._run_in_container(step, attempt, step_input, timeout)
+                    self._current = None
+                    self._finish_step(step, position, attempt, "success", outputs=result.outputs)
+                    return
                 result: StepResult = await workflow.execute_activity_method(
                     activity_method,
-                    StepInput(
-                        run_id=inp.run_id, account_id=inp.account_id, pipeline_id=inp.pipeline_id,
-                        step_id=step["id"], step_name=step.get("name") or step["id"], attempt=attempt,
-                        params=params, env=env, secret_names=self._secret_names(step),
-                        secret_placeholder_prefix=self._secret_prefix, run_number=inp.run_number,
-                        trigger_repository_id=inp.trigger.get("repository_id"),
-                        trigger_number=inp.trigger.get("number"), trigger_sha=inp.trigger.get("sha"),
-                    ),
+                    step_input,
                     task_queue=inp.activity_task_queue,
                     start_to_close_timeout=timeout,
                     schedule_to_close_timeout=timeout,
@@ -560,6 +576,34 @@ class PipelineRunWorkflow:
             self._current = None
             self._finish_step(step, position, attempt, "success", outputs=result.outputs)
             return
+
+    async def _run_in_container(self, step: dict[str, Any], attempt: int, step_input: StepInput,
+                                timeout: timedelta) -> StepResult:
+        """``executor: docker``: the instance row (activity), the child ContainerExecutionWorkflow,
+        then the step's result from how the container ended (activity). Failures surface as the
+        activities' StepFailed, like a shell step's."""
+        inp = self._require_input()
+        name = step.get("name") or step["id"]
+        plan: ContainerStepPlan = await workflow.execute_activity_method(
+            ContainerStepActivities.prepare, step_input,
+            task_queue=inp.activity_task_queue, start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=STEP_ACTIVITY_RETRY, activity_id=f"{step['id']}-attempt-{attempt}-container",
+            summary=f"{name} (container for attempt {attempt})",
+        )
+        with contextlib.suppress(ChildWorkflowError):  # how it ended is on the instance: collect reads it
+            await workflow.execute_child_workflow(
+                ContainerExecutionWorkflow.run, ContainerExecutionInput(instance_id=plan.instance_id,
+                                                                        account_id=inp.account_id),
+                id=plan.workflow_id, task_queue=workflow.info().task_queue,
+                execution_timeout=timeout + timedelta(minutes=5),
+                static_summary=f"{name} #{inp.run_number} attempt {attempt}",
+            )
+        return await workflow.execute_activity_method(
+            ContainerStepActivities.collect, ContainerStepCollectInput(step=step_input, instance_id=plan.instance_id),
+            task_queue=inp.activity_task_queue, start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=STEP_ACTIVITY_RETRY, activity_id=f"{step['id']}-attempt-{attempt}-result",
+            summary=f"{name} (result of attempt {attempt})",
+        )
 
     @staticmethod
     def _describe_failure(err: ActivityError, timeout: timedelta) -> tuple[str, dict[str, Any]]:

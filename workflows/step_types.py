@@ -23,7 +23,8 @@ STEP_TYPES: tuple[str, ...] = (
 # Step types with a handler in activities.steps / activities.git_steps; the others answer
 # "not available yet".
 AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom", "code_factory_gate",
-                                                  "create_branch", "create_pr", "post_comment"})
+                                                  "create_branch", "create_pr", "post_comment", "upload_artifact",
+                                                  "download_artifact"})
 
 TRIGGER_TYPES: tuple[str, ...] = (
     "manual",

@@ -18,7 +18,6 @@ from api import services
 from db.models import Pipeline
 from tests.harness import build_stack, make_settings, wait_for, wait_run, worker_process
 from tests.workflows.test_pipeline_run import _alive, create_pipeline, sh, steps_by_id, trigger
-from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
