@@ -770,3 +770,165 @@ class ContainerRegistry(Base):
     encrypted_password: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---- Docker Swarm and rollouts (issue 6) ------------------------------------------------------
+
+
+class SwarmCluster(Base):
+    """A swarm reached through one manager (the seed's ``SwarmCluster``), kept in sync by
+    ``SwarmSyncWorkflow`` ``swarm-sync-<id>``; health like Docker hosts."""
+
+    __tablename__ = "swarm_clusters"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    endpoint: Mapped[str] = mapped_column(String(2000))
+    environment: Mapped[str] = mapped_column(String(20), default="development")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    swarm_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    auto_sync: Mapped[bool] = mapped_column(Boolean, default=True)
+    sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    last_synced_at: Mapped[datetime | None] = mapped_column(default=None)
+    events_cursor: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    encrypted_tls_ca: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    encrypted_tls_cert: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    encrypted_tls_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SwarmNode(Base):
+    __tablename__ = "swarm_nodes"
+    __table_args__ = (UniqueConstraint("cluster_id", "node_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[str] = mapped_column(String(100))
+    hostname: Mapped[str] = mapped_column(String(300), default="")
+    role: Mapped[str] = mapped_column(String(20), default="worker")
+    availability: Mapped[str] = mapped_column(String(20), default="active")
+    state: Mapped[str] = mapped_column(String(20), default="")
+    address: Mapped[str] = mapped_column(String(100), default="")
+    engine_version: Mapped[str] = mapped_column(String(50), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SwarmService(Base):
+    __tablename__ = "swarm_services"
+    __table_args__ = (UniqueConstraint("cluster_id", "service_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    service_id: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    image: Mapped[str] = mapped_column(String(500), default="")
+    mode: Mapped[str] = mapped_column(String(20), default="replicated")
+    replicas: Mapped[int | None] = mapped_column(Integer, default=None)
+    running_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    update_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ports: Mapped[list[Any]] = mapped_column(default=list)
+    stack_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SwarmStack(Base):
+    """A stack we deployed from a compose file (the file is kept to redeploy and show)."""
+
+    __tablename__ = "swarm_stacks"
+    __table_args__ = (UniqueConstraint("cluster_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    compose: Mapped[str] = mapped_column(Text, default="")
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(20), default="deployed")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ServiceRevision(Base):
+    """An immutable snapshot of a service's spec (image resolved to a digest), numbered per
+    service, so a rollback can go to any earlier revision."""
+
+    __tablename__ = "service_revisions"
+    __table_args__ = (UniqueConstraint("cluster_id", "service_name", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    service_name: Mapped[str] = mapped_column(String(300))
+    number: Mapped[int] = mapped_column(Integer)
+    image: Mapped[str] = mapped_column(String(500))
+    image_digest: Mapped[str | None] = mapped_column(String(200), default=None)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SwarmDeployment(Base):
+    """One rollout (``RolloutWorkflow`` ``rollout-<id>``): rolling, canary or blue_green."""
+
+    __tablename__ = "swarm_deployments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    service_name: Mapped[str] = mapped_column(String(300))
+    strategy: Mapped[str] = mapped_column(String(20))  # rolling | canary | blue_green
+    # pending | progressing | paused | promoting | completed | aborted | failed | rolled_back
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    revision_id: Mapped[int | None] = mapped_column(ForeignKey("service_revisions.id", ondelete="SET NULL"),
+                                                    default=None)
+    previous_revision_id: Mapped[int | None] = mapped_column(
+        ForeignKey("service_revisions.id", ondelete="SET NULL"), default=None)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the strategy and its steps as asked
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)  # last known live state (step, weights ...)
+    current_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    pipeline_run_id: Mapped[int | None] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="SET NULL"),
+                                                        default=None)
+    created_by_user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SwarmEvent(Base):
+    """Engine events of a cluster, and our own: every change we make and every rollout step
+    (``deployment_id`` set for those)."""
+
+    __tablename__ = "swarm_events"
+    # engine events carry "<time_nano>:<type>:<action>:<actor>"; NULL keys never collide
+    __table_args__ = (UniqueConstraint("cluster_id", "dedupe_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("swarm_clusters.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("swarm_deployments.id", ondelete="CASCADE"),
+                                                      default=None, index=True)
+    source: Mapped[str] = mapped_column(String(20), default="engine")  # engine | api | rollout
+    event_type: Mapped[str] = mapped_column(String(50))
+    action: Mapped[str] = mapped_column(String(100), default="")
+    actor_id: Mapped[str] = mapped_column(String(200), default="")
+    time_nano: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    user_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    result: Mapped[str | None] = mapped_column(String(20), default=None)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
