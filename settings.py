@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
     notify_allow_private_targets: bool = False
+    prometheus_url: str = Field("", description="Prometheus for rollout analyses (`provider: prometheus`); "
+                                                "empty: such metrics are inconclusive")
     step_log_cap_bytes: int = 2_000_000
 
     stream_poll_interval_seconds: float = Field(

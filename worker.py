@@ -26,8 +26,10 @@ from activities.containers import ContainerActivities
 from activities.docker_hosts import DockerHostActivities
 from activities.git_steps import GitStepActivities
 from activities.repositories import RepositoryActivities
+from activities.rollouts import RolloutActivities
 from activities.schedules import ScheduleActivities
 from activities.steps import StepActivities
+from activities.swarm import SwarmActivities
 from activities.webhooks import WebhookActivities
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
@@ -36,12 +38,15 @@ from workflows.host_sync import HostSyncWorkflow
 from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 from workflows.repository_sync import RepositorySyncWorkflow, RepositoryWebhookWorkflow
+from workflows.rollout import RolloutWorkflow
 from workflows.scheduled_trigger import ScheduledTriggerWorkflow
+from workflows.swarm_sync import SwarmSyncWorkflow
 from workflows.task_queues import runner_task_queue
 from workflows.webhook_dispatch import WebhookDispatchWorkflow
 
 WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow, RepositorySyncWorkflow,
-             RepositoryWebhookWorkflow, WebhookDispatchWorkflow, HostSyncWorkflow, ContainerExecutionWorkflow]
+             RepositoryWebhookWorkflow, WebhookDispatchWorkflow, HostSyncWorkflow, ContainerExecutionWorkflow,
+             SwarmSyncWorkflow, RolloutWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -61,6 +66,8 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     repositories = RepositoryActivities(settings, sessions)
     containers = ContainerActivities(settings, sessions)
     docker_hosts = DockerHostActivities(settings, sessions)
+    rollouts = RolloutActivities(settings, sessions)
+    swarm = SwarmActivities(settings, sessions)
     step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom,
                        git_steps.create_branch, git_steps.create_pr, git_steps.post_comment,
                        container_steps.prepare, container_steps.collect, container_steps.upload_artifact,
@@ -80,8 +87,8 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
                         approvals.record_decision, schedules.start_scheduled_run, schedules.await_run,
                         webhooks.dispatch_webhook_event,
                         repositories.sync_repositories, repositories.configure_webhook, repositories.delete_webhook,
-                        git_steps.set_commit_status, docker_hosts.sync_host,
-                        *container_activities(containers)],
+                        git_steps.set_commit_status, docker_hosts.sync_host, swarm.sync_cluster,
+                        *container_activities(containers), *rollout_activities(rollouts)],
             activity_executor=executor,
             **common,
         )
@@ -92,6 +99,12 @@ def container_activities(containers: ContainerActivities) -> list:
     return [containers.prepare, containers.reserve_or_wait, containers.provision, containers.wait_for_exit,
             containers.collect_artifacts, containers.kill, containers.remove, containers.finish,
             containers.sweep_orphans]
+
+
+def rollout_activities(rollouts: RolloutActivities) -> list:
+    return [rollouts.load, rollouts.record, rollouts.prepare, rollouts.ensure_service, rollouts.scale_service,
+            rollouts.remove_service, rollouts.wait_healthy, rollouts.update_stable, rollouts.wait_update,
+            rollouts.measure, rollouts.switch_traffic, rollouts.create_for_step]
 
 
 async def sweep_container_orphans(settings: Settings) -> None:

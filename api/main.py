@@ -6,13 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from api import schedules as schedule_service
 from api.routes import (
     approvals,
     containers,
+    deployments,
     docker,
     health,
     oauth,
@@ -24,6 +28,7 @@ from api.routes import (
     run_streams,
     schedules,
     secrets,
+    swarm,
     users,
     webhooks,
 )
@@ -64,6 +69,13 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         description="CI/CD pipelines run durably on Temporal. Authenticate with `Authorization: Bearer <API token>`.",
         lifespan=lifespan,
     )
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes each rejected `input`: for a secret value, token or password
+        # sent in the wrong shape that would put it in the answer (and in logs of proxies).
+        problems = [{k: v for k, v in problem.items() if k != "input"} for problem in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(problems)})
+
     devops = APIRouter(prefix=API_PREFIX)
     devops.include_router(pipelines.router)
     # before pipeline_runs: `/pipeline_runs/stream` would otherwise match `/pipeline_runs/{run_id}`
@@ -79,6 +91,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(repositories.router)
     devops.include_router(webhooks.router)
     devops.include_router(docker.router)
+    devops.include_router(deployments.router)  # before swarm: /swarm/deployments is the rollouts'
+    devops.include_router(swarm.router)
     for router in containers.routers:
         devops.include_router(router)
     app.include_router(devops)

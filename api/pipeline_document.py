@@ -33,6 +33,7 @@ REQUIRED_WITH_FIELDS: dict[str, tuple[str, ...]] = {
     "post_comment": ("body",),
     "upload_artifact": ("name",),
     "download_artifact": ("name",),
+    "deploy": ("service", "image", "strategy"),
 }
 # Step types that may run in a container with `with.executor: docker`.
 CONTAINER_STEP_TYPES = ("run_tests", "custom")
@@ -220,6 +221,8 @@ class PipelineDocument(_Strict):
                     errors.append(_err((*base, "with", name), "missing_with_field",
                                        f"a {step.type} step needs `with.{name}` (text)"))
             errors += _check_executor(step, base)
+            if step.type == "deploy":
+                errors += _check_deploy(step, base)
             env = step.with_.get("env")
             if env is not None and not (isinstance(env, dict) and all(ENV_NAME.match(str(k)) for k in env)):
                 errors.append(_err((*base, "with", "env"), "env_name",
@@ -234,6 +237,23 @@ class PipelineDocument(_Strict):
 
 
 PATTERN_FIELDS = ("branches", "branches_ignore", "tags", "tags_ignore", "paths", "paths_ignore")
+
+
+def _check_deploy(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """`deploy`: a cluster (id or name) and the rollout's strategy options, checked like the API
+    checks them (skipped where an expression decides the value at run time)."""
+    from api.deployment_schemas import rollout_problems
+
+    options = step.with_
+    cluster = options.get("cluster")
+    if isinstance(cluster, bool) or not isinstance(cluster, (int, str)) or (isinstance(cluster, str) and not cluster.strip()):
+        return [_err((*base, "with", "cluster"), "missing_with_field", "a deploy step needs `with.cluster` (id or name)")]
+    parts = {name: options.get(name) for name in ("strategy", "steps", "blue_green", "rolling")}
+    if any(expressions.has_templates(text) for _path, text in _strings(parts, ())):
+        return []
+    return [_err((*base, "with", *loc), "deploy_option", message)
+            for loc, message in rollout_problems(parts["strategy"], parts["steps"], parts["blue_green"],
+                                                 parts["rolling"])]
 
 
 def _check_executor(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, Any]]:

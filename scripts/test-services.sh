@@ -4,9 +4,12 @@
 #     reachable with trust auth (installed with apt-get if PostgreSQL is missing);
 #   - a Docker engine answering `docker info` (docker.io installed and dockerd started
 #     with the vfs storage driver if needed; its log goes to /tmp/dockerd.log);
+#   - that engine in an active swarm (`docker swarm init --advertise-addr 127.0.0.1` if not);
 #   - /bin/busybox (busybox-static) and git;
 #   - an image registry (Debian's docker-registry) on 127.0.0.1:5000 with tag deletion enabled,
-#     storage under /tmp (its log goes to /tmp/docker-registry.log).
+#     storage under /tmp (its log goes to /tmp/docker-registry.log);
+#   - Prometheus (Debian's prometheus) on 127.0.0.1:9090 scraping itself every second, for the
+#     rollout analyses (its log goes to /tmp/prometheus.log).
 # Debian only, run as root. Prints one line per service; exits non-zero if one can't be brought up.
 set -euo pipefail
 
@@ -180,6 +183,20 @@ ensure_docker() {
     fi
 }
 
+ensure_swarm() {
+    # Swarm services, stacks and rollouts are tested against a real single-node swarm.
+    local state
+    state=$(timeout 20 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo "?")
+    if [ "$state" = "active" ]; then
+        echo "swarm: active"
+        return 0
+    fi
+    need_root "initialising a swarm"
+    timeout 60 docker swarm init --advertise-addr 127.0.0.1 >/dev/null ||
+        die "docker swarm init --advertise-addr 127.0.0.1 failed (swarm state was '$state')"
+    echo "swarm: initialised a single-node swarm (was '$state'; advertise address 127.0.0.1)"
+}
+
 ensure_busybox() {
     if [ -x /bin/busybox ]; then
         echo "busybox: /bin/busybox present"
@@ -232,6 +249,51 @@ ensure_registry() {
     fi
 }
 
+PROMETHEUS_ADDR=127.0.0.1:9090
+PROMETHEUS_CONFIG=/tmp/prometheus-tests.yml
+PROMETHEUS_DATA=/tmp/prometheus-tests-data
+PROMETHEUS_LOG=/tmp/prometheus.log
+PROMETHEUS_WAIT=60
+
+prometheus_ok() {
+    curl -fsS -m 5 -o /dev/null "http://$PROMETHEUS_ADDR/-/ready" 2>/dev/null
+}
+
+ensure_prometheus() {
+    local did=""
+    if ! prometheus_ok; then
+        if [ ! -x /usr/bin/prometheus ]; then
+            apt_install prometheus
+            did="installed prometheus, "
+        fi
+        need_root "starting prometheus"
+        # Debian's package starts its own service on :9090 where systemd runs; here nothing
+        # runs it, so start one that scrapes itself every second (what the tests query).
+        mkdir -p "$PROMETHEUS_DATA"
+        printf '%s\n' "global:" "  scrape_interval: 1s" "  evaluation_interval: 1s" "scrape_configs:" \
+            "  - job_name: prometheus" "    static_configs:" "      - targets: ['$PROMETHEUS_ADDR']" \
+            >"$PROMETHEUS_CONFIG"
+        setsid nohup /usr/bin/prometheus --config.file="$PROMETHEUS_CONFIG" \
+            --web.listen-address="$PROMETHEUS_ADDR" --storage.tsdb.path="$PROMETHEUS_DATA" \
+            >>"$PROMETHEUS_LOG" 2>&1 </dev/null &
+        did="${did}started prometheus (config $PROMETHEUS_CONFIG, log $PROMETHEUS_LOG), "
+        local i
+        for ((i = 0; i < PROMETHEUS_WAIT * 2; i++)); do
+            prometheus_ok && break
+            sleep 0.5
+        done
+        if ! prometheus_ok; then
+            tail -n 20 "$PROMETHEUS_LOG" >&2 || true
+            die "prometheus did not become ready on http://$PROMETHEUS_ADDR within ${PROMETHEUS_WAIT}s (log above)"
+        fi
+    fi
+    if [ -z "$did" ]; then
+        echo "prometheus: ready on http://$PROMETHEUS_ADDR"
+    else
+        echo "prometheus: ${did%, }; ready on http://$PROMETHEUS_ADDR"
+    fi
+}
+
 ensure_git() {
     if command -v git >/dev/null 2>&1; then
         echo "git: $(git --version)"
@@ -244,6 +306,8 @@ ensure_git() {
 
 ensure_postgresql
 ensure_docker
+ensure_swarm
 ensure_busybox
 ensure_git
 ensure_registry
+ensure_prometheus

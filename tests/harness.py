@@ -178,6 +178,8 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
         "task_queue": f"test-{uuid.uuid4().hex[:10]}",
         "step_heartbeat_timeout_seconds": 3.0,
         "notify_allow_private_targets": True,
+        # started by scripts/test-services.sh, scraping itself every second
+        "prometheus_url": os.environ.get("TEST_PROMETHEUS_URL", "http://127.0.0.1:9090"),
         "secret_key": "test-secret-key-0123456789abcdef",
     }
     values.update(overrides)

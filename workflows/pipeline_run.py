@@ -42,9 +42,11 @@ with workflow.unsafe.imports_passed_through():
         ContainerStepPlan,
     )
     from activities.git_steps import GitStepActivities, SetCommitStatusInput
+    from activities.rollouts import DeployStepPlan, RolloutActivities
     from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
     from workflows import expressions
     from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
+    from workflows.rollout import RolloutInput, RolloutOutcome, RolloutWorkflow
     from workflows.step_types import AVAILABLE_STEP_TYPES
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
@@ -515,7 +517,7 @@ class PipelineRunWorkflow:
         max_attempts = int(retry.get("max_attempts", 1))
         delay = float(retry.get("delay_seconds", 0))
         timeout = timedelta(minutes=int(step.get("timeout_minutes") or inp.default_step_timeout_minutes))
-        activity_method = STEP_ACTIVITIES[step["type"]]
+        activity_method = STEP_ACTIVITIES.get(step["type"])  # None for deploy: a child rollout
         for attempt in range(1, max_attempts + 1):
             started_at = self._now()
             try:
@@ -544,6 +546,12 @@ class PipelineRunWorkflow:
                 trigger_number=inp.trigger.get("number"), trigger_sha=inp.trigger.get("sha"),
             )
             try:
+                if step["type"] == "deploy":
+                    outputs, error = await self._run_deploy(step, attempt, step_input, timeout)
+                    self._current = None
+                    self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
+                                      outputs=outputs)
+                    return
                 if params.get("executor") == "docker" and step["type"] in CONTAINER_STEP_TYPES:
                     result = await self._run_in_container(step, attempt, step_input, timeout)
                     self._current = None
@@ -604,6 +612,32 @@ class PipelineRunWorkflow:
             retry_policy=STEP_ACTIVITY_RETRY, activity_id=f"{step['id']}-attempt-{attempt}-result",
             summary=f"{name} (result of attempt {attempt})",
         )
+
+    async def _run_deploy(self, step: dict[str, Any], attempt: int, step_input: StepInput,
+                          timeout: timedelta) -> tuple[dict[str, Any], str | None]:
+        """``deploy``: the SwarmDeployment (activity, once per attempt), then RolloutWorkflow as a
+        child; outputs ``deployment_id``, ``revision``, ``outcome``, and an error unless completed."""
+        inp = self._require_input()
+        name = step.get("name") or step["id"]
+        plan: DeployStepPlan = await workflow.execute_activity_method(
+            RolloutActivities.create_for_step, step_input, start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=STEP_ACTIVITY_RETRY, activity_id=f"{step['id']}-attempt-{attempt}-deployment",
+            summary=f"{name} (deployment for attempt {attempt})",
+        )
+        try:
+            outcome: RolloutOutcome = await workflow.execute_child_workflow(
+                RolloutWorkflow.run, RolloutInput(deployment_id=plan.deployment_id, account_id=inp.account_id),
+                id=plan.workflow_id, task_queue=workflow.info().task_queue,
+                execution_timeout=timeout + timedelta(minutes=5),
+                static_summary=f"{name} #{inp.run_number} attempt {attempt}",
+            )
+        except ChildWorkflowError as err:
+            outputs = {"deployment_id": plan.deployment_id, "revision": "", "outcome": "failed"}
+            return outputs, f"the rollout failed: {err.cause.message if err.cause else err}"
+        outputs = {"deployment_id": plan.deployment_id, "revision": outcome.revision or "", "outcome": outcome.status}
+        if outcome.status != "completed":
+            return outputs, f"the rollout ended {outcome.status}: {outcome.error or 'see the deployment'}"
+        return outputs, None
 
     @staticmethod
     def _describe_failure(err: ActivityError, timeout: timedelta) -> tuple[str, dict[str, Any]]:

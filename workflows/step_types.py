@@ -24,7 +24,7 @@ STEP_TYPES: tuple[str, ...] = (
 # "not available yet".
 AVAILABLE_STEP_TYPES: frozenset[str] = frozenset({"checkout", "run_tests", "notify", "custom", "code_factory_gate",
                                                   "create_branch", "create_pr", "post_comment", "upload_artifact",
-                                                  "download_artifact"})
+                                                  "download_artifact", "deploy"})
 
 TRIGGER_TYPES: tuple[str, ...] = (
     "manual",

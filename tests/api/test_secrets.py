@@ -146,3 +146,14 @@ def test_a_step_using_an_undefined_secret_fails_naming_it(stack):
     done = wait_run(client, client.post(f"/pipelines/{pipeline['id']}/trigger", json={}).json()["id"])
     assert done["status"] == "failure"
     assert "secret(s) not defined in this account: NOT_THERE" in done["steps"][0]["error"]
+
+
+def test_a_rejected_value_is_never_echoed_in_the_422(stack):
+    client = stack.account().client
+    for body in ({"name": "X", "value": ["s3cr3t-in-a-list"]}, {"name": "X", "value": {"v": "s3cr3t-in-a-list"}},
+                 {"name": "bad name!", "value": "s3cr3t-in-a-list"}):
+        response = client.put("/secrets", json=body)
+        assert response.status_code == 422, response.text
+        assert "s3cr3t-in-a-list" not in response.text
+        assert all("input" not in problem for problem in response.json()["detail"])
+        assert response.json()["detail"][0]["loc"][0] == "body"

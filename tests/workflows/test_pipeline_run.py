@@ -253,10 +253,10 @@ def test_expression_values_never_run_as_shell(stack, tmp_path):
 
 def test_an_unavailable_step_type_fails_with_a_clear_message(stack):
     acct = stack.account()
-    pid = create_pipeline(acct, steps=[{"id": "ship", "type": "deploy", "with": {}}])
+    pid = create_pipeline(acct, steps=[{"id": "ship", "type": "claude_execute", "with": {}}])
     run = wait_run(acct.client, trigger(acct, pid)["id"])
     assert run["status"] == "failure"
-    assert steps_by_id(run)["ship"]["error"] == "step type 'deploy' is not available yet in this release"
+    assert steps_by_id(run)["ship"]["error"] == "step type 'claude_execute' is not available yet in this release"
 
 
 def test_custom_steps_run_registered_handlers(stack):
