@@ -249,6 +249,13 @@ def _check_deploy(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, A
     if isinstance(cluster, bool) or not isinstance(cluster, (int, str)) or (isinstance(cluster, str) and not cluster.strip()):
         return [_err((*base, "with", "cluster"), "missing_with_field", "a deploy step needs `with.cluster` (id or name)")]
     parts = {name: options.get(name) for name in ("strategy", "steps", "blue_green", "rolling")}
+    approve = options.get("approve_promotion")
+    if approve is not None and not isinstance(approve, bool):
+        return [_err((*base, "with", "approve_promotion"), "deploy_option", "approve_promotion must be true or false")]
+    if approve and parts["strategy"] == "rolling":
+        return [_err((*base, "with", "approve_promotion"), "deploy_option",
+                     "a rolling update has no promotion to approve; use a canary or blue_green strategy, or "
+                     "`requires_approval: true` for a gate before the rollout")]
     if any(expressions.has_templates(text) for _path, text in _strings(parts, ())):
         return []
     return [_err((*base, "with", *loc), "deploy_option", message)

@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
     from workflows import expressions
     from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
-    from workflows.rollout import RolloutInput, RolloutOutcome, RolloutWorkflow
+    from workflows.rollout import RolloutControl, RolloutInput, RolloutOutcome, RolloutWorkflow
     from workflows.step_types import AVAILABLE_STEP_TYPES
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
@@ -184,6 +184,7 @@ class PipelineRunWorkflow:
         self._opened_attempts: set[tuple[str, int]] = set()  # (step, attempt) rows written with started_at
         self._deadline = 0.0
         self._clock_paused_at: float | None = None
+        self._rollouts_waiting: list[dict[str, Any]] = []
 
     @workflow.query
     def progress(self) -> dict[str, Any]:
@@ -547,7 +548,7 @@ class PipelineRunWorkflow:
             )
             try:
                 if step["type"] == "deploy":
-                    outputs, error = await self._run_deploy(step, attempt, step_input, timeout)
+                    outputs, error = await self._run_deploy(step, attempt, step_input, timeout, position)
                     self._current = None
                     self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
                                       outputs=outputs)
@@ -613,8 +614,36 @@ class PipelineRunWorkflow:
             summary=f"{name} (result of attempt {attempt})",
         )
 
+    @workflow.signal
+    def rollout_waiting(self, info: dict[str, Any]) -> None:
+        """A child rollout (``approve_promotion``) paused for promote: the approval gate opens."""
+        self._rollouts_waiting.append(info)
+
+    async def _approve_promotions(self, child: workflow.ChildWorkflowHandle[Any, Any], finished: asyncio.Future[Any],
+                                  step: dict[str, Any], position: int, attempt: int) -> None:
+        """While the rollout runs, each pause it makes for promote is an approval gate of this step
+        (recipients, approvals, comment and timeout from the step's ``approval``): approved →
+        promote, rejected or expired → abort. Returns when the rollout has ended."""
+        while True:
+            await workflow.wait_condition(lambda: finished.done() or bool(self._rollouts_waiting))
+            if finished.done():
+                return
+            self._rollouts_waiting.pop(0)
+            gate = await self._approval_gate(step, position, attempt)
+            self._current = (step, position, attempt)
+            self._states[step["id"]] = {"status": "running", "attempt": attempt, "outputs": {}}
+            self._pending_steps[(step["id"], attempt)] = StepUpdate(
+                step_id=step["id"], position=position, attempt=attempt, status="running",
+                name=step.get("name") or step["id"], step_type=step["type"], started_at=None,
+            )
+            await self._flush()
+            if gate.outcome == "approved":
+                await child.signal(RolloutWorkflow.promote_signal, RolloutControl(reason=f"approved by {gate.decided_by}"))
+            else:
+                await child.signal(RolloutWorkflow.abort_signal, RolloutControl(reason=_gate_failure(gate, step)))
+
     async def _run_deploy(self, step: dict[str, Any], attempt: int, step_input: StepInput,
-                          timeout: timedelta) -> tuple[dict[str, Any], str | None]:
+                          timeout: timedelta, position: int = 0) -> tuple[dict[str, Any], str | None]:
         """``deploy``: the SwarmDeployment (activity, once per attempt), then RolloutWorkflow as a
         child; outputs ``deployment_id``, ``revision``, ``outcome``, and an error unless completed."""
         inp = self._require_input()
@@ -624,13 +653,20 @@ class PipelineRunWorkflow:
             retry_policy=STEP_ACTIVITY_RETRY, activity_id=f"{step['id']}-attempt-{attempt}-deployment",
             summary=f"{name} (deployment for attempt {attempt})",
         )
+        approve_promotion = bool((step.get("with") or {}).get("approve_promotion"))
         try:
-            outcome: RolloutOutcome = await workflow.execute_child_workflow(
-                RolloutWorkflow.run, RolloutInput(deployment_id=plan.deployment_id, account_id=inp.account_id),
+            child = await workflow.start_child_workflow(
+                RolloutWorkflow.run,
+                RolloutInput(deployment_id=plan.deployment_id, account_id=inp.account_id,
+                             notify_workflow_id=workflow.info().workflow_id if approve_promotion else None),
                 id=plan.workflow_id, task_queue=workflow.info().task_queue,
                 execution_timeout=timeout + timedelta(minutes=5),
                 static_summary=f"{name} #{inp.run_number} attempt {attempt}",
             )
+            finished = asyncio.ensure_future(_result_of(child))
+            if approve_promotion:
+                await self._approve_promotions(child, finished, step, position, attempt)
+            outcome: RolloutOutcome = await finished
         except ChildWorkflowError as err:
             outputs = {"deployment_id": plan.deployment_id, "revision": "", "outcome": "failed"}
             return outputs, f"the rollout failed: {err.cause.message if err.cause else err}"
@@ -789,6 +825,10 @@ class PipelineRunWorkflow:
     def _require_input(self) -> PipelineRunInput:
         assert self._inp is not None
         return self._inp
+
+
+async def _result_of(child: workflow.ChildWorkflowHandle[Any, Any]) -> Any:
+    return await child
 
 
 def _refusal(kind: str, message: str) -> ApplicationError:

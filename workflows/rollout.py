@@ -77,6 +77,9 @@ def rollout_workflow_id(deployment_id: int) -> str:
 class RolloutInput:
     deployment_id: int
     account_id: int
+    # A pipeline run waiting to approve the promotion: signalled (``rollout_waiting``) whenever the
+    # rollout pauses for promote, it answers with the ``promote_signal`` / ``abort_signal`` below.
+    notify_workflow_id: str | None = None
 
 
 @dataclass
@@ -195,6 +198,30 @@ class RolloutWorkflow:
     @promote.validator
     def _validate_promote(self, request: RolloutControl) -> None:
         self._check("promote")
+
+    @workflow.signal
+    def promote_signal(self, request: RolloutControl) -> None:
+        """Promote from another workflow (a pipeline's approval gate), which cannot send an
+        update; ignored (with an event) when promote is not valid any more."""
+        try:
+            self._check("promote")
+        except ApplicationError as refused:
+            self._warnings.append(f"a promote signal was ignored: {refused.message}")
+            return
+        self._promote = True
+        self._promote_full = self._promote_full or request.full
+        self._user_paused = False
+
+    @workflow.signal
+    def abort_signal(self, request: RolloutControl) -> None:
+        """Abort from another workflow (a rejected approval); ignored once the rollout has ended."""
+        try:
+            self._check("abort")
+        except ApplicationError as refused:
+            self._warnings.append(f"an abort signal was ignored: {refused.message}")
+            return
+        self._abort = True
+        self._abort_reason = request.reason.strip() or "aborted"
 
     @workflow.update
     def abort(self, request: RolloutControl) -> RolloutControlResult:
@@ -453,6 +480,10 @@ class RolloutWorkflow:
         self._status, self._pause_kind, self._phase = "paused", kind, f"paused ({kind})"
         self._pause_until = (workflow.now() + timedelta(seconds=seconds)).isoformat() if seconds is not None else None
         await self._emit("paused", {"kind": kind, "until": self._pause_until}, status="paused")
+        inp = self._require_input()
+        if seconds is None and inp.notify_workflow_id:  # a pipeline approves this promotion
+            await workflow.get_external_workflow_handle(inp.notify_workflow_id).signal(
+                "rollout_waiting", {"deployment_id": inp.deployment_id, "step": self._step, "kind": kind})
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: self._promote, timeout=seconds)
         promoted = self._promote

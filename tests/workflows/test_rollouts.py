@@ -569,3 +569,33 @@ def test_a_prometheus_analysis_gates_canaries(stack, swarm, images, docker_clien
     assert held["status"] == "paused", held  # inconclusive: no data is never a pass
     assert acct.client.post(f"/swarm/deployments/{silent['id']}/abort", json={}).status_code == 200
     assert wait_status(acct, silent["id"], {"aborted", "failed"})["status"] == "aborted"
+
+
+def test_a_deploy_step_can_have_its_canary_promotion_approved_in_the_pipeline(stack, swarm, images, docker_client):
+    """`approve_promotion: true`: the canary runs, and its `pause: {}` becomes the step's approval
+    gate (the existing mechanism: recipients, decisions, expiry); approved → promoted."""
+    acct = stack.account()
+    cluster = add_cluster(stack, acct)
+    service = swarm.service(images["v1"], replicas=1)
+    admin = acct.client.get("/users/me").json()["email"]
+    refused = acct.client.post("/pipelines", json={"name": f"p-{uuid.uuid4().hex[:6]}", "steps": [
+        {"id": "ship", "type": "deploy", "with": {"cluster": cluster, "service": service, "image": images["v2"],
+                                                   "strategy": "rolling", "approve_promotion": True}}]})
+    assert refused.status_code == 422 and "no promotion to approve" in refused.text
+    pid = create_pipeline(acct, steps=[{
+        "id": "ship", "type": "deploy",
+        "approval": {"recipients": [admin], "allow_self_approval": True, "timeout_minutes": 10},
+        "with": {"cluster": cluster, "service": service, "image": images["v2"], "strategy": "canary",
+                 "approve_promotion": True, "steps": [{"set_weight": 50}, {"pause": {}}]}}])
+    run = trigger(acct, pid)
+    wait_for(lambda: steps_by_id(acct.client.get(f"/pipeline_runs/{run['id']}").json())
+             .get("ship", {}).get("status") == "waiting_approval", timeout=90, message="the promotion gate")
+    assert swarm.get(f"{service}-canary") is not None  # the canary runs while the gate waits
+    approved = acct.client.post(f"/pipeline_runs/{run['id']}/steps/ship/approve", json={"comment": "canary ok"})
+    assert approved.status_code == 200, approved.text
+    final = wait_run(acct.client, run["id"], timeout=120)
+    assert final["status"] == "success", final
+    outputs = steps_by_id(final)["ship"]["outputs"]
+    assert outputs["outcome"] == "completed"
+    assert swarm.get(f"{service}-canary") is None
+    assert swarm.get(service).attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == images["v2"]
