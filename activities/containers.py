@@ -673,6 +673,8 @@ class ContainerActivities:
         duration = round((finished - started).total_seconds(), 3) if started and finished else None
         oom = bool(state.get("OOMKilled"))
         exit_code = state.get("ExitCode")
+        if exit_code == 137 and not oom:
+            oom = _oom_reported_late(container, started)
         violations: list[dict[str, Any]] = []
         if oom:
             violations.append({"type": "oom_killed",
@@ -1031,3 +1033,24 @@ class _LogFollower:
         lines = self.lines
         await self._step_log.aflush()
         self.forwarded = max(self.forwarded, lines)
+
+
+def _oom_reported_late(container: Any, started: datetime | None) -> bool:
+    """A SIGKILLed container (exit 137) whose engine has not flagged OOMKilled yet: the engine
+    handles the task's exit and containerd's OOM event separately, and on a loaded machine the
+    exit can come first. Look again for a moment, and at the engine's ``oom`` event."""
+    for _ in range(4):
+        time.sleep(0.5)
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return False
+        if container.attrs.get("State", {}).get("OOMKilled"):
+            return True
+    since = int(started.timestamp()) - 1 if started else int(time.time()) - 3600
+    try:
+        events = container.client.events(since=since, until=int(time.time()) + 1, decode=True,
+                                         filters={"container": container.id, "event": "oom"})
+        return any(True for _ in events)
+    except docker.errors.APIError:
+        return False

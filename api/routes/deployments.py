@@ -69,7 +69,9 @@ def _public(session: Session, row: SwarmDeployment, live: dict[str, Any] | None 
         revision=revision.number if revision else None, previous_revision=previous.number if previous else None,
         image=revision.image if revision else (row.config or {}).get("image"),
         image_digest=revision.image_digest if revision else None, config=dict(row.config or {}), state=state,
-        current_step=row.current_step, error=row.error, workflow_id=row.workflow_id,
+        # live: the workflow's own word (its status may be ahead of the row it is about to write)
+        current_step=row.current_step, error=(state.get("error") if live is not None else None) or row.error,
+        workflow_id=row.workflow_id,
         pipeline_run_id=row.pipeline_run_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at, live=live is not None)
 
