@@ -18,19 +18,13 @@ The workflow ends by itself when its host is deleted (the API terminates it firs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+
+from workflows.periodic_sync import ROUND_RETRY, ROUND_TIMEOUT, ROUNDS_BEFORE_CONTINUE, PeriodicSync
 
 with workflow.unsafe.imports_passed_through():
     from activities.docker_hosts import DockerHostActivities, SyncHostInput, SyncHostResult
-
-ROUND_TIMEOUT = timedelta(minutes=3)
-ROUND_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
-                          maximum_attempts=3)
-ROUNDS_BEFORE_CONTINUE = 200
 
 
 def host_sync_workflow_id(host_id: int) -> str:
@@ -60,118 +54,37 @@ class HostSyncState:
 
 
 @workflow.defn
-class HostSyncWorkflow:
+class HostSyncWorkflow(PeriodicSync):
+    target = "host"
+
     @workflow.init
     def __init__(self, inp: HostSyncInput) -> None:
+        super().__init__(inp)
         self._host_id = inp.host_id
-        self._interval = inp.interval_seconds
-        self._paused = inp.paused
-        self._total = inp.total_rounds
-        self._started = 0  # rounds started in this run
-        self._completed = 0
-        self._requested = 0  # the highest round number asked for by sync_now / sync_round
-        self._changed = False  # a signal changed the interval or the pause: recompute the sleep
-        self._last_round_at: str | None = None
-        self._last_round_time: datetime | None = None
-        self._last_result: SyncHostResult | None = None
-
-    # ---- signals, update, query ------------------------------------------------------------------
-
-    def _ask_for_round(self) -> int:
-        wanted = self._started + 1  # a round that starts after this request
-        self._requested = max(self._requested, wanted)
-        return wanted
-
-    @workflow.signal
-    def sync_now(self) -> None:
-        self._ask_for_round()
 
     @workflow.update
     async def sync_round(self) -> SyncHostResult:
         """Ask for a round and answer its result (or a later one's, when rounds were queued)."""
-        wanted = self._ask_for_round()
-        await workflow.wait_condition(lambda: self._completed >= wanted)
-        assert self._last_result is not None
-        return self._last_result
-
-    @workflow.signal
-    def set_interval(self, seconds: int) -> None:
-        if seconds > 0:
-            self._interval = seconds
-            self._changed = True
-
-    @workflow.signal
-    def pause(self) -> None:
-        self._paused = True
-        self._changed = True
-
-    @workflow.signal
-    def resume(self) -> None:
-        self._paused = False
-        self._changed = True
+        return await self._sync_round()
 
     @workflow.query
     def state(self) -> HostSyncState:
-        return HostSyncState(host_id=self._host_id, interval_seconds=self._interval, paused=self._paused,
-                             rounds=self._completed, total_rounds=self._total, last_round_at=self._last_round_at,
-                             last_result=self._last_result)
-
-    # ---- the loop --------------------------------------------------------------------------------
-
-    def _round_pending(self) -> bool:
-        return self._requested > self._started
+        return HostSyncState(host_id=self._host_id, **self._state_fields())
 
     @workflow.run
     async def run(self, inp: HostSyncInput) -> SyncHostResult | None:
-        while True:
-            if self._round_pending() or not self._paused or inp.single_round:
-                result = await self._round(inp)
-                if inp.single_round or result.host_gone:
-                    return result
-            if not self._round_pending() and (self._completed >= inp.rounds_before_continue
-                                              or workflow.info().is_continue_as_new_suggested()):
-                # An update waiting for a round must get it first, and every handler must be done.
-                await workflow.wait_condition(lambda: workflow.all_handlers_finished() or self._round_pending())
-                if not self._round_pending():
-                    workflow.continue_as_new(HostSyncInput(
-                        host_id=inp.host_id, account_id=inp.account_id, interval_seconds=self._interval,
-                        paused=self._paused, rounds_before_continue=inp.rounds_before_continue,
-                        total_rounds=self._total))
-            await self._sleep()
+        return await self._loop(inp)
 
-    async def _round(self, inp: HostSyncInput) -> SyncHostResult:
-        self._started += 1
-        self._last_round_time = workflow.now()
-        try:
-            result = await workflow.execute_activity_method(
-                DockerHostActivities.sync_host, SyncHostInput(host_id=inp.host_id, account_id=inp.account_id),
-                start_to_close_timeout=ROUND_TIMEOUT, retry_policy=ROUND_RETRY)
-        except ActivityError as err:
-            # Not the host (the activity records those as failed rounds): our own side failed
-            # (database down). The round is lost; the next one is at the usual time.
-            cause = err.cause
-            result = SyncHostResult(ok=False, error=f"the sync round failed: {cause.message if cause else err}")
-            workflow.logger.warning("host %s: sync round failed: %s", inp.host_id, result.error)
-        self._completed = self._started
-        self._total += 1
-        self._last_round_at = workflow.now().isoformat()
-        self._last_result = result
-        return result
+    async def _sync_activity(self, inp: HostSyncInput) -> SyncHostResult:
+        return await workflow.execute_activity_method(
+            DockerHostActivities.sync_host, SyncHostInput(host_id=inp.host_id, account_id=inp.account_id),
+            start_to_close_timeout=ROUND_TIMEOUT, retry_policy=ROUND_RETRY)
 
-    async def _sleep(self) -> None:
-        """Until the interval since the last round is over, a round is asked for, or, while
-        paused, until resumed; an interval change re-measures from the last round."""
-        while not self._round_pending():
-            self._changed = False
-            wake = lambda: self._changed or self._round_pending()  # noqa: E731
-            if self._paused:
-                await workflow.wait_condition(wake)
-                continue
-            due = (self._last_round_time or workflow.now()) + timedelta(seconds=self._interval)
-            remaining = (due - workflow.now()).total_seconds()
-            if remaining <= 0:
-                return
-            try:
-                await workflow.wait_condition(wake, timeout=remaining)
-            except TimeoutError:
-                return
+    def _failed_result(self, error: str) -> SyncHostResult:
+        return SyncHostResult(ok=False, error=error)
+
+    def _target_gone(self, result: SyncHostResult) -> bool:
+        return result.host_gone
+
+    def _target_id(self, inp: HostSyncInput) -> int:
+        return inp.host_id
