@@ -340,10 +340,10 @@ class DockerHostActivities:
             if host is None:
                 return SyncHostResult(ok=False, host_gone=True, error="host deleted", finished_at=_now_iso())
             base = {"account_id": inp.account_id, "host_id": host.id, "synced_at": now}
-            result.containers = _merge(session, DockerContainer, DockerContainer.container_id, "container_id",
-                                       host.id, observed.containers, base)
-            result.images = _merge(session, DockerImage, DockerImage.image_id, "image_id", host.id,
-                                   observed.images, base)
+            result.containers = merge_inventory(session, DockerContainer, DockerContainer.container_id, "container_id",
+                                                DockerContainer.host_id, host.id, observed.containers, base)
+            result.images = merge_inventory(session, DockerImage, DockerImage.image_id, "image_id", DockerImage.host_id,
+                                            host.id, observed.images, base)
             cursor = host.events_cursor
             result.events, cursor = _insert_events(session, host.id, inp.account_id, cursor, observed.events)
             changed_rows = sum(c.created + c.updated + c.deleted for c in (result.containers, result.images))
@@ -372,14 +372,15 @@ class DockerHostActivities:
         return result
 
 
-def _merge(session: Session, model: Any, key_column: Any, key_name: str, host_id: int,
-           observed: dict[str, dict[str, Any]], base: dict[str, Any]) -> SyncCounts:
-    """Upsert ``observed`` (engine id -> stored values) into the host's rows of ``model`` by
-    fingerprint, and delete rows the engine no longer has: one select and at most three bulk
-    statements, whatever the number of rows."""
+def merge_inventory(session: Session, model: Any, key_column: Any, key_name: str, parent_column: Any,
+                    parent_id: int, observed: dict[str, dict[str, Any]], base: dict[str, Any]) -> SyncCounts:
+    """Upsert ``observed`` (engine id -> stored values) into the parent's rows of ``model`` (a
+    host's containers and images, a cluster's nodes and services) by fingerprint, and delete rows
+    the engine no longer has: one select and at most three bulk statements, whatever the number
+    of rows."""
     counts = SyncCounts()
     existing = {key: (row_id, print_) for row_id, key, print_ in session.execute(
-        select(model.id, key_column, model.fingerprint).where(model.host_id == host_id))}
+        select(model.id, key_column, model.fingerprint).where(parent_column == parent_id))}
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for key, values in observed.items():
@@ -396,9 +397,8 @@ def _merge(session: Session, model: Any, key_column: Any, key_name: str, host_id
         session.execute(insert(model), inserts)
     if updates:
         session.execute(update(model), updates)
-    if gone:
-        for start in range(0, len(gone), 500):
-            session.execute(delete(model).where(model.id.in_(gone[start:start + 500])))
+    for start in range(0, len(gone), 500):
+        session.execute(delete(model).where(model.id.in_(gone[start:start + 500])))
     counts.created, counts.updated, counts.deleted = len(inserts), len(updates), len(gone)
     return counts
 

@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.docker_hosts import HostTarget, docker_client, secret_box
 from activities.steps import StepInput, step_failed
+from activities.swarm import cluster_target as swarm_cluster_target
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
 from settings import Settings
 
@@ -752,13 +753,7 @@ class RolloutActivities:
 
 
 def cluster_target(cluster: SwarmCluster, settings: Settings) -> HostTarget:
-    box = secret_box(settings)
-
-    def plain(token: bytes | None) -> str | None:
-        return box.decrypt(token) if token else None
-
-    return HostTarget(endpoint=cluster.endpoint, tls_ca=plain(cluster.encrypted_tls_ca),
-                      tls_cert=plain(cluster.encrypted_tls_cert), tls_key=plain(cluster.encrypted_tls_key))
+    return swarm_cluster_target(cluster, secret_box(settings))
 
 
 # ---- pure helpers over Docker's shapes ---------------------------------------------------------

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
@@ -36,7 +36,7 @@ from activities.docker_hosts import (
     SyncCounts,
     classify,
     docker_client,
-    fingerprint,
+    merge_inventory,
     secret_box,
 )
 from db.crypto import SecretBox
@@ -265,9 +265,10 @@ class SwarmActivities:
             if cluster is None:
                 return SyncClusterResult(ok=False, cluster_gone=True, error="cluster deleted", finished_at=_now_iso())
             base = {"account_id": inp.account_id, "cluster_id": cluster.id, "synced_at": now}
-            result.nodes = _merge(session, SwarmNode, SwarmNode.node_id, "node_id", cluster.id, observed.nodes, base)
-            result.services = _merge(session, SwarmService, SwarmService.service_id, "service_id", cluster.id,
-                                     observed.services, base)
+            result.nodes = merge_inventory(session, SwarmNode, SwarmNode.node_id, "node_id", SwarmNode.cluster_id,
+                                           cluster.id, observed.nodes, base)
+            result.services = merge_inventory(session, SwarmService, SwarmService.service_id, "service_id",
+                                              SwarmService.cluster_id, cluster.id, observed.services, base)
             result.stacks_updated = _update_stacks(session, cluster.id, observed.services)
             result.events, cursor = _insert_events(session, cluster.id, inp.account_id, cluster.events_cursor,
                                                    observed.events)
@@ -297,35 +298,6 @@ class SwarmActivities:
         result.finished_at = now.isoformat()
         activity.logger.info("swarm cluster %s synced: %s", inp.cluster_id, result)
         return result
-
-
-def _merge(session: Session, model: Any, key_column: Any, key_name: str, cluster_id: int,
-           observed: dict[str, dict[str, Any]], base: dict[str, Any]) -> SyncCounts:
-    """Upsert ``observed`` (engine id -> values) by fingerprint and delete rows the engine no longer
-    has: one select and at most three bulk statements."""
-    counts = SyncCounts()
-    existing = {key: (row_id, print_) for row_id, key, print_ in session.execute(
-        select(model.id, key_column, model.fingerprint).where(model.cluster_id == cluster_id))}
-    inserts: list[dict[str, Any]] = []
-    updates: list[dict[str, Any]] = []
-    for key, values in observed.items():
-        digest = fingerprint(values)
-        known = existing.get(key)
-        if known is None:
-            inserts.append({**base, **values, key_name: key, "fingerprint": digest})
-        elif known[1] != digest:
-            updates.append({**values, "id": known[0], "fingerprint": digest, "synced_at": base["synced_at"]})
-        else:
-            counts.unchanged += 1
-    gone = [row_id for key, (row_id, _) in existing.items() if key not in observed]
-    if inserts:
-        session.execute(insert(model), inserts)
-    if updates:
-        session.execute(update(model), updates)
-    for start in range(0, len(gone), 500):
-        session.execute(delete(model).where(model.id.in_(gone[start:start + 500])))
-    counts.created, counts.updated, counts.deleted = len(inserts), len(updates), len(gone)
-    return counts
 
 
 def _update_stacks(session: Session, cluster_id: int, services: dict[str, dict[str, Any]]) -> int:
