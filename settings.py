@@ -44,7 +44,30 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = Field(None, description="the artifact store; empty means <data_dir>/artifacts")
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
-    notify_allow_private_targets: bool = False
+    notify_allow_private_targets: bool = Field(
+        False, description="older name of allow_private_targets; either one set to true allows internal targets")
+    allow_private_targets: bool = Field(
+        False, description="let users point notify/approval targets, provider base URLs, checkout URLs (local paths, "
+                           "file://) and image registries at loopback, private or link-local addresses")
+
+    # ---- tenant isolation (see README "Security model") ----
+    shell_executor: bool = Field(
+        False, description="allow `executor: shell` steps outside DEVOPS_ENVIRONMENT=development: they run on the "
+                           "worker's machine. Trusted single-tenant installs only")
+    step_uid_base: int = Field(
+        200000, ge=1000, description="a worker running as root runs shell steps of account N as uid/gid "
+                                     "step_uid_base + N, never as root")
+    engine_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Docker/Swarm endpoints accounts may register (fnmatch patterns, JSON list "
+                                          "or comma-separated). Empty: any remote endpoint; local ones (unix "
+                                          "sockets, loopback) only in development")
+    auth_failure_limit: int = Field(20, ge=1, description="failed authentications per client address per window "
+                                                          "before 429")
+    auth_failure_window_seconds: float = Field(60.0, gt=0)
+    docs_enabled: bool | None = Field(None, description="serve /docs, /redoc and /openapi.json; empty: on unless "
+                                                        "DEVOPS_ENVIRONMENT=production")
+    workspace_retention_hours: float = Field(
+        24.0, ge=0, description="a finished run's workspace is removed this long after the run ended")
     prometheus_url: str = Field("", description="Prometheus for rollout analyses (`provider: prometheus`); "
                                                 "empty: such metrics are inconclusive")
     step_log_cap_bytes: int = 2_000_000
@@ -70,9 +93,9 @@ class Settings(BaseSettings):
         10.0, description="how long POST /schedules/{id}/trigger waits for the run to be created"
     )
 
-    @field_validator("old_secret_keys", mode="before")
+    @field_validator("old_secret_keys", "engine_allowlist", mode="before")
     @classmethod
-    def _split_old_secret_keys(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         # Rotation moves the previous plain DEVOPS_SECRET_KEY value here, so accept it as is.
         if isinstance(value, str):
             text = value.strip()
@@ -91,6 +114,20 @@ class Settings(BaseSettings):
         if len(self.secret_key) < 16:
             raise ValueError("DEVOPS_SECRET_KEY must be at least 16 characters")
         return self
+
+    @property
+    def private_targets_allowed(self) -> bool:
+        return self.allow_private_targets or self.notify_allow_private_targets
+
+    @property
+    def shell_executor_enabled(self) -> bool:
+        """Shell steps run on the worker's machine: always in development, elsewhere only when the
+        operator says this install is trusted single-tenant."""
+        return self.environment == "development" or self.shell_executor
+
+    @property
+    def resolved_docs_enabled(self) -> bool:
+        return self.environment != "production" if self.docs_enabled is None else self.docs_enabled
 
     @property
     def resolved_database_url(self) -> str:

@@ -146,7 +146,7 @@ class ApprovalActivities:
             "step_name": inp.step_name, "expires_at": inp.expires_at, "links": self._approval_links(token),
         }
         try:
-            if not self._settings.notify_allow_private_targets:
+            if not self._settings.private_targets_allowed:
                 await refuse_private_target(url)
             response = await client.post(url, content=json.dumps(body).encode(), timeout=15,
                                          headers={"Content-Type": "application/json",

@@ -857,7 +857,7 @@ class ContainerActivities:
     async def _send_callback(self, inp: FinishContainerInput, url: str, key: bytes, body: bytes) -> str:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             return "refused: not an http(s) URL"
-        if not self._settings.notify_allow_private_targets:
+        if not self._settings.private_targets_allowed:
             try:
                 await refuse_private_target(url)
             except ApplicationError as exc:

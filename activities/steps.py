@@ -420,7 +420,7 @@ class StepActivities:
         url = params.get("url")
         if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
             raise step_failed("notify needs `with.url`: an http(s) URL")
-        if not self._settings.notify_allow_private_targets:
+        if not self._settings.private_targets_allowed:
             await refuse_private_target(url)
         payload = params.get("payload", {})
         body = json.dumps(

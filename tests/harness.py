@@ -178,6 +178,9 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
         "task_queue": f"test-{uuid.uuid4().hex[:10]}",
         "step_heartbeat_timeout_seconds": 3.0,
         "notify_allow_private_targets": True,
+        # the suite is one trusted operator: shell steps on, and the local engine registrable
+        "shell_executor": True,
+        "engine_allowlist": ["unix:///var/run/docker.sock"],
         # started by scripts/test-services.sh, scraping itself every second
         "prometheus_url": os.environ.get("TEST_PROMETHEUS_URL", "http://127.0.0.1:9090"),
         "secret_key": "test-secret-key-0123456789abcdef",
@@ -203,7 +206,9 @@ def worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes
            "DEVOPS_TASK_QUEUE": settings.task_queue, "DEVOPS_SECRET_KEY": settings.secret_key,
            "DEVOPS_TEMPORAL_NAMESPACE": settings.temporal_namespace, "DEVOPS_PUBLIC_API_URL": settings.public_api_url,
            "DEVOPS_STEP_HEARTBEAT_TIMEOUT_SECONDS": str(settings.step_heartbeat_timeout_seconds),
-           "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS": "true"}
+           "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS": "true",
+           "DEVOPS_SHELL_EXECUTOR": "true" if settings.shell_executor else "false",
+           "DEVOPS_ENGINE_ALLOWLIST": ",".join(settings.engine_allowlist)}
     if settings.workspace_dir:
         env["DEVOPS_WORKSPACE_DIR"] = str(settings.workspace_dir)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child

@@ -44,7 +44,7 @@ def refuse_internal_base_url(settings: Settings, provider: GitProvider) -> None:
     """Workers connect to ``base_url`` for any member who can trigger a sync or a git step, so an
     internal address is refused unless ``DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS`` (the API's test
     connection and the ``notify`` step follow the same rule)."""
-    if settings.notify_allow_private_targets or not provider.base_url:
+    if settings.private_targets_allowed or not provider.base_url:
         return
     parts = urlsplit(provider.base_url)
     host = parts.hostname or ""

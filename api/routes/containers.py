@@ -435,7 +435,7 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
     spec = checked_spec(session, caller.account_id,
                         resolve_spec(template_spec(template) if template else None, overrides))
     if body.callback_url is not None:
-        problem = _callback_problem(body.callback_url, settings.notify_allow_private_targets)
+        problem = _callback_problem(body.callback_url, settings.private_targets_allowed)
         if problem:
             raise errors.field_error(["callback_url"], problem)
 

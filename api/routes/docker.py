@@ -143,7 +143,7 @@ def _http(problem: EngineProblem) -> HTTPException:
 
 async def _refusal(settings: Settings, host: str, port: int, what: str) -> str | None:
     """Why ``host`` must not be connected to (an internal address while they are not allowed)."""
-    if settings.notify_allow_private_targets:
+    if settings.private_targets_allowed:
         return None
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)

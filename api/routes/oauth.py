@@ -225,7 +225,7 @@ async def callback(session: SessionDep, settings: SettingsDep, state: str | None
     if grant.app is None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"provider {grant.provider_id} no longer has an OAuth "
                             "application (oauth_client_id and oauth_client_secret)")
-    if not settings.notify_allow_private_targets:
+    if not settings.private_targets_allowed:
         refusal = await _private_address(grant.app.token_endpoint)
         if refusal is not None:
             raise _bad_request(refusal.replace("the base URL's host", "the OAuth token endpoint's host"))
@@ -245,7 +245,7 @@ async def callback(session: SessionDep, settings: SettingsDep, state: str | None
     # Who the token belongs to: useful, not essential; a failure leaves the credential in place.
     user, problem = None, None
     refusal = None
-    if grant.base_url and not settings.notify_allow_private_targets:
+    if grant.base_url and not settings.private_targets_allowed:
         refusal = await _private_address(grant.base_url)
     if refusal is not None:
         problem = refusal

@@ -298,7 +298,7 @@ async def test_connection(provider_id: int, session: SessionDep, caller: WriterC
     credential_id = body.credential_id if body else None
     target = await run_in_threadpool(_load_target, session, caller, provider_id, credential_id, box)
     refusal = None
-    if target.base_url and not settings.notify_allow_private_targets:
+    if target.base_url and not settings.private_targets_allowed:
         refusal = await _private_address(target.base_url)
     if refusal is not None:
         result = GitProviderTestPublic(ok=False, credential_id=target.credential_id, error=refusal)

@@ -103,6 +103,7 @@ def make_test_settings(database_url: str, tmp_path: Path, **overrides: Any) -> S
         "workspace_dir": tmp_path / "ws",
         "secret_key": TEST_SECRET_KEY,
         "notify_allow_private_targets": True,
+        "shell_executor": True,
     }
     values.update(overrides)
     return Settings(**values)
