@@ -613,7 +613,8 @@ class ContainerActivities:
             spec = ContainerSpec.from_instance(instance)
             secret_env = self._secrets(session, instance, spec)
             host_id, run_id, step_id, attempt = instance.host_id, instance.run_id, instance.step_id, instance.attempt
-        masker = Masker(secret_env.values())
+        # building a masker of large secrets takes a while: off the event loop, which heartbeats
+        masker = await asyncio.to_thread(Masker, list(secret_env.values()))
         client = self._client(host_id)
         container = await asyncio.to_thread(self._container, client, inp.instance_id)
         if container is None:
