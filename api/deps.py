@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api import security
 from api.auth import hash_token
 from api.temporal import TemporalGateway
 from db.models import ApiToken
@@ -53,16 +54,20 @@ class Caller:
         return self.role in ("admin", "member")
 
 
-def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
-    """The caller of a bearer token, or 401."""
+def authenticate(request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """The caller of a bearer token, or 401 (counted against the client address), or 429 when
+    that address failed too often lately (decided before the token is looked at)."""
+    security.refuse_if_locked_out(request)
     unauthorized = HTTPException(
         status.HTTP_401_UNAUTHORIZED, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"}
     )
     if credentials is None or not credentials.credentials:
+        security.record_auth_failure(request)
         raise unauthorized
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(credentials.credentials)))
     now = datetime.now(UTC)
     if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
+        security.record_auth_failure(request)
         raise unauthorized
     caller = Caller(account_id=token.account_id, user_id=token.user_id, role=token.user.role, token_id=token.id)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
@@ -71,16 +76,16 @@ def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | N
     return caller
 
 
-def get_caller(session: SessionDep,
+def get_caller(request: Request, session: SessionDep,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Caller:
     # The request's own session: one connection per request, not two.
-    return authenticate(session, credentials)
+    return authenticate(request, session, credentials)
 
 
 def get_caller_with_own_session(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     """For long-lived responses (streams) that must not hold a session while they run."""
     with request.app.state.sessions() as session:
-        return authenticate(session, credentials)
+        return authenticate(request, session, credentials)
 
 
 CurrentCaller = Annotated[Caller, Depends(get_caller)]

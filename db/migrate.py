@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from db.session import restrict_sqlite_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -21,6 +23,8 @@ def upgrade(database_url: str) -> None:
     """Bring the database at ``database_url`` to the latest schema."""
     if database_url.startswith("sqlite:///"):
         Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if database_url.startswith("sqlite"):
+        restrict_sqlite_file(database_url)  # Alembic's own engine would create it world-readable
     command.upgrade(alembic_config(database_url), "head")
 
 

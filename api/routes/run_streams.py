@@ -3,22 +3,21 @@ Server-Sent Events: run events of the account, and one run's log lines. The tail
 :mod:`api.streams`.
 
 Browsers' ``EventSource`` cannot set headers, so these two routes (and only these) also take
-the API token as ``?access_token=``; it is removed from the request's query string before the
-access log sees it.
+the API token as ``?access_token=``; :mod:`api.security` masks it in the request (and so in the
+access log) before any route or log sees it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Annotated, TypeVar
-from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api import errors, services
+from api import errors, security, services
 from api.deps import Caller, bearer, get_caller_with_own_session
 from api.streams import CursorError, LogCursor, StreamHub, parse_event_cursor, parse_log_cursor
 
@@ -37,21 +36,13 @@ def stream_caller(
         description="the API token, for clients that cannot send `Authorization` (browsers' EventSource)",
     )] = None,
 ) -> Caller:
-    """The caller, from the Authorization header or else ``?access_token=``."""
-    if access_token is not None:
-        _drop_access_token_from_query(request)
-        if credentials is None:
-            credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=access_token)
+    """The caller, from the Authorization header or else ``?access_token=``. The declared
+    parameter only documents it: :mod:`api.security` has already replaced the value with
+    ``***`` in the request and set the real one aside for these routes."""
+    token = security.query_access_token(request)
+    if credentials is None and token is not None:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
     return get_caller_with_own_session(request, credentials)
-
-
-def _drop_access_token_from_query(request: Request) -> None:
-    # The ASGI scope is shared with the server, whose access log prints the query string when
-    # the response starts: keep the token out of it.
-    raw: bytes = request.scope.get("query_string", b"")
-    kept = [part for part in raw.split(b"&")
-            if unquote_plus(part.split(b"=", 1)[0].decode("latin-1")) != "access_token"]
-    request.scope["query_string"] = b"&".join(kept)
 
 
 StreamCaller = Annotated[Caller, Depends(stream_caller)]
