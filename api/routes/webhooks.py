@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from temporalio.common import WorkflowIDConflictPolicy
 
+from api import safe_parse
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.temporal import TemporalGateway
 from api.webhooks import events as webhook_events
@@ -40,6 +41,8 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 #: Providers cap deliveries at 25 MB (GitHub); more is not a webhook.
 MAX_BODY_BYTES = 25 * 1024 * 1024
+#: A 25 MB push payload holds far fewer values than this; more is a bomb, not a delivery.
+MAX_PAYLOAD_NODES = 2_000_000
 UNVERIFIED = "the delivery could not be verified"
 # Never stored: what proves a delivery, and anything a proxy might add that authenticates.
 _SECRET_HEADERS = frozenset({"x-hub-signature", "x-hub-signature-256", "x-gitea-signature", "x-gogs-signature",
@@ -75,6 +78,8 @@ def _repository_and_secret(session: Session, settings: Settings, provider: str,
     status_code=status.HTTP_202_ACCEPTED,
     responses={200: {"description": "a redelivery or an event we do not act on (ping)"},
                401: {"description": "signature missing or wrong"}},
+    # up to 25 MB, parsed (bounded) below only once the signature is checked
+    openapi_extra={safe_parse.OWN_BODY_LIMIT: MAX_BODY_BYTES},
 )
 def receive_webhook(provider: str, repository_id: int, request: Request, session: SessionDep,
                     settings: SettingsDep, temporal: TemporalDep) -> Any:
@@ -101,7 +106,8 @@ def receive_webhook(provider: str, repository_id: int, request: Request, session
     # A provider that sends no delivery id (old GitLab) redelivers the same bytes: use their hash.
     delivery = signatures.delivery_id(provider, request.headers) or f"sha256:{hashlib.sha256(raw).hexdigest()}"
     try:
-        payload = json.loads(raw)
+        # bounded: a refused payload (too deep, NUL, 64-bit overflow) answers 413/422, never a 500
+        payload = safe_parse.loads_json(raw, max_bytes=MAX_BODY_BYTES, max_nodes=MAX_PAYLOAD_NODES)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"the body is not JSON: {exc}") from None
     try:
