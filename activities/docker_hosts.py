@@ -22,17 +22,23 @@ or fails because of a host. Database failures do raise and are retried by Tempor
 from __future__ import annotations
 
 import asyncio
+import errno
+import fnmatch
 import hashlib
+import ipaddress
 import json
 import os
+import posixpath
 import re
+import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import requests
@@ -42,7 +48,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
 from db.crypto import SecretBox
-from db.models import DockerContainer, DockerEvent, DockerHost, DockerImage
+from db.models import DockerContainer, DockerEvent, DockerHost, DockerImage, SwarmCluster
 from settings import Settings
 
 #: Consecutive failed rounds after which a host's status is ``error`` (the seed's rule).
@@ -63,12 +69,15 @@ _RELATIVE_TIME = re.compile(r"\s+(?:Less than a second|About an? \w+|\d+ \w+)(?:
 
 @dataclass(frozen=True)
 class HostTarget:
-    """Where and how to reach an engine; TLS material decrypted (never logged or returned)."""
+    """Where and how to reach an engine; TLS material decrypted (never logged or returned).
+    ``scope_account`` is set when the engine is shared (see :func:`engine_shared`): then only
+    objects labelled ``devops.account=<scope_account>`` may be seen or touched through it."""
 
     endpoint: str
     tls_ca: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+    scope_account: int | None = None
 
     @property
     def uses_tls(self) -> bool:
@@ -79,12 +88,153 @@ def secret_box(settings: Settings) -> SecretBox:
     return SecretBox(settings.secret_key, settings.old_secret_keys)
 
 
-def host_target(host: DockerHost, box: SecretBox) -> HostTarget:
+def host_target(host: DockerHost, box: SecretBox, scope_account: int | None = None) -> HostTarget:
     def plain(token: bytes | None) -> str | None:
         return box.decrypt(token) if token else None
 
     return HostTarget(endpoint=host.endpoint, tls_ca=plain(host.encrypted_tls_ca),
-                      tls_cert=plain(host.encrypted_tls_cert), tls_key=plain(host.encrypted_tls_key))
+                      tls_cert=plain(host.encrypted_tls_cert), tls_key=plain(host.encrypted_tls_key),
+                      scope_account=scope_account)
+
+
+# ---- which engines accounts may register, and which are shared -----------------------------------------
+#
+# An endpoint is *local* when it reaches this machine: unix:// or npipe:// sockets, localhost,
+# loopback or unspecified addresses, an address of one of this machine's interfaces, a name that
+# resolves to one of those, or the worker's own DOCKER_HOST. Local engines hold the worker's own
+# containers (and often every tenant's), so accounts may register them only when the operator lists
+# them in DEVOPS_ENGINE_ALLOWLIST (or in development). A non-empty allowlist is strict: endpoints
+# matching none of its patterns are refused, local or not.
+#
+# An engine is *shared* when it is local or allowlisted (an operator's engine), or when more than
+# one account registered the same normalised endpoint. Through a shared engine an account sees and
+# touches only objects labelled ``devops.account=<its id>``; anything else answers 404.
+
+ACCOUNT_LABEL = "devops.account"
+ALLOWLIST_HINT = "the operator must list it in DEVOPS_ENGINE_ALLOWLIST"
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """One spelling per engine: lower-case scheme and host, ``tcp://host:port`` (port 2375 when
+    absent), socket paths normalised (``//`` and ``.`` parts removed)."""
+    text = (endpoint or "").strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("unix", "npipe"):
+        path = parts.path or ""
+        if scheme == "unix":
+            path = posixpath.normpath("/" + path.lstrip("/")) if path else "/"
+        else:
+            path = (parts.netloc + path).replace("\\", "/").lower()
+        return f"{scheme}://{path}"
+    host = (parts.hostname or "").lower().rstrip(".")
+    try:
+        port = parts.port or (443 if scheme == "https" else 2375)
+    except ValueError:
+        return text.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
+
+
+def _own_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether the address belongs to this machine (binding to it works only then)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((str(address), 0))
+        return True
+    except OSError as exc:
+        return exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL)
+
+
+def _local_address(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_loopback or address.is_unspecified or _own_address(address)
+
+
+def is_local_endpoint(endpoint: str, worker_docker_host: str | None = None, resolve: bool = True) -> bool:
+    """Whether ``endpoint`` reaches this machine's own engine (see the rules above)."""
+    normal = normalize_endpoint(endpoint)
+    parts = urlsplit(normal)
+    if parts.scheme in ("unix", "npipe"):
+        return True
+    worker = worker_docker_host if worker_docker_host is not None else os.environ.get("DOCKER_HOST", "")
+    if worker and normalize_endpoint(worker) == normal:
+        return True
+    host = parts.hostname or ""
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return True
+    if _local_address(host):
+        return True
+    if not resolve:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, parts.port or 2375, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, OSError):
+        return False
+    return any(_local_address(str(info[4][0])) for info in infos)
+
+
+def allowlisted(endpoint: str, patterns: Iterable[str]) -> bool:
+    """Whether an operator pattern (fnmatch) matches the endpoint, as written or normalised."""
+    normal = normalize_endpoint(endpoint)
+    for raw in patterns:
+        pattern = raw.strip()
+        if not pattern:
+            continue
+        if normal == normalize_endpoint(pattern):  # literal, also for IPv6 brackets fnmatch would read as a class
+            return True
+        if fnmatch.fnmatchcase(normal, pattern) or fnmatch.fnmatchcase(endpoint, pattern):
+            return True
+    return False
+
+
+def endpoint_refusal(endpoint: str, allowlist: Iterable[str], environment: str, local: bool) -> str | None:
+    """Why an account may not register ``endpoint`` (None: it may). Pure: ``local`` comes from
+    :func:`is_local_endpoint`."""
+    patterns = [p for p in allowlist if p.strip()]
+    if allowlisted(endpoint, patterns):
+        return None
+    if local:
+        if environment == "development":
+            return None
+        return (f"{normalize_endpoint(endpoint)} is an engine on the service's own machine (a local socket or "
+                f"loopback address): accounts may not register it; {ALLOWLIST_HINT}")
+    if patterns:
+        return f"{normalize_endpoint(endpoint)} matches no pattern of the engine allowlist; {ALLOWLIST_HINT}"
+    return None
+
+
+def engine_shared(session: Session, settings: Settings, account_id: int, endpoint: str) -> bool:
+    """Whether the engine behind ``endpoint`` is shared (an operator's local or allowlisted engine,
+    or registered by another account too): then everything through it is scoped by label."""
+    if allowlisted(endpoint, settings.engine_allowlist) or is_local_endpoint(endpoint):
+        return True
+    normal = normalize_endpoint(endpoint)
+    host = (urlsplit(normal).hostname or "").strip("[]")
+    others: set[str] = set()
+    for model in (DockerHost, SwarmCluster):
+        query = select(model.endpoint).where(model.account_id != account_id)
+        if host:
+            query = query.where(model.endpoint.ilike(f"%{host}%"))
+        others.update(session.scalars(query.distinct()))
+    return any(normalize_endpoint(other) == normal for other in others)
+
+
+def scope_of(target: HostTarget) -> dict[str, list[str]]:
+    """The engine list filter that keeps a shared engine's objects to the account's own."""
+    return {"label": [f"{ACCOUNT_LABEL}={target.scope_account}"]} if target.scope_account is not None else {}
+
+
+def owns(target: HostTarget, labels: dict[str, Any] | None) -> bool:
+    """Whether an object with these labels may be seen through ``target``."""
+    return target.scope_account is None or (labels or {}).get(ACCOUNT_LABEL) == str(target.scope_account)
 
 
 @contextmanager
@@ -263,13 +413,15 @@ def _event_row(raw: dict[str, Any]) -> dict[str, Any] | None:
             "attributes": dict(actor.get("Attributes") or {})}
 
 
-def observe(client: docker.DockerClient, events_cursor: int | None) -> _Observed:
-    """Everything one round reads from the engine: one call per kind."""
+def observe(client: docker.DockerClient, events_cursor: int | None, scope: int | None = None) -> _Observed:
+    """Everything one round reads from the engine: one call per kind. With ``scope`` (a shared
+    engine) only the account's labelled containers, images and events, and no engine-wide counts."""
     api = client.api
     info = api.info()
     version = api.version()
-    containers = {c["Id"]: container_values(c) for c in api.containers(all=True)}
-    images = {i["Id"]: image_values(i) for i in api.images()}
+    filters = {"label": [f"{ACCOUNT_LABEL}={scope}"]} if scope is not None else None
+    containers = {c["Id"]: container_values(c) for c in api.containers(all=True, filters=filters)}
+    images = {i["Id"]: image_values(i) for i in api.images(filters=filters)}
     now = time.time()
     since = (f"{events_cursor // _NANO}.{events_cursor % _NANO:09d}" if events_cursor
              else f"{int(now) - FIRST_EVENTS_WINDOW_SECONDS}")
@@ -278,8 +430,16 @@ def observe(client: docker.DockerClient, events_cursor: int | None) -> _Observed
         events = [row for row in (_event_row(raw) for raw in stream) if row is not None]
     finally:
         stream.close()
-    return _Observed(metrics=engine_metrics(info, version, images), containers=containers, images=images,
-                     events=events)
+    metrics = engine_metrics(info, version, images)
+    if scope is not None:
+        # other accounts' objects are not counted, nor are their events kept (container and image
+        # events carry the object's labels in their attributes)
+        events = [e for e in events if e["attributes"].get(ACCOUNT_LABEL) == str(scope)]
+        states = [c["state"] for c in containers.values()]
+        metrics.update(containers=len(states), containers_running=states.count("running"),
+                       containers_paused=states.count("paused"),
+                       containers_stopped=sum(1 for state in states if state not in ("running", "paused")))
+    return _Observed(metrics=metrics, containers=containers, images=images, events=events)
 
 
 class DockerHostActivities:
@@ -301,12 +461,13 @@ class DockerHostActivities:
                                                            DockerHost.account_id == inp.account_id))
             if host is None:
                 return SyncHostResult(ok=False, host_gone=True, error="host deleted", finished_at=_now_iso())
-            target = host_target(host, secret_box(self._settings))
+            shared = engine_shared(session, self._settings, inp.account_id, host.endpoint)
+            target = host_target(host, secret_box(self._settings), inp.account_id if shared else None)
             cursor = host.events_cursor
             session.rollback()  # no transaction stays open while the engine answers
         try:
             with docker_client(target) as client:
-                observed = observe(client, cursor)
+                observed = observe(client, cursor, target.scope_account)
         except Exception as exc:  # noqa: BLE001 - classified; anything else is re-raised below
             problem = classify(exc, target.endpoint)
             if problem is None:

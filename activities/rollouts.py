@@ -36,6 +36,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker_hosts import HostTarget, docker_client, secret_box
+from activities.network_targets import image_registry_problem
 from activities.steps import StepInput, step_failed
 from activities.swarm import cluster_target as swarm_cluster_target
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
@@ -697,6 +698,9 @@ class RolloutActivities:
             for name in ("service", "image", "strategy"):
                 if not isinstance(params.get(name), str) or not params[name].strip():
                     raise step_failed(f"with.{name}: a deploy step needs it (text)")
+            registry_problem = image_registry_problem(params["image"], self._settings.private_targets_allowed)
+            if registry_problem:  # an image from an expression is only known now
+                raise step_failed(f"with.image: {registry_problem}")
             problems = rollout_problems(params["strategy"], params.get("steps"), params.get("blue_green"),
                                         params.get("rolling"))
             if problems:

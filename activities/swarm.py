@@ -30,12 +30,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
 from activities.docker_hosts import (
+    ACCOUNT_LABEL,
     ERROR_AFTER_FAILURES,
     FIRST_EVENTS_WINDOW_SECONDS,
     HostTarget,
     SyncCounts,
     classify,
     docker_client,
+    engine_shared,
     merge_inventory,
     secret_box,
 )
@@ -51,13 +53,15 @@ class NotASwarmManager(Exception):
     """The endpoint answers, but its engine is not a manager of an active swarm."""
 
 
-def cluster_target(cluster: SwarmCluster, box: SecretBox) -> HostTarget:
-    """Where and how to reach the cluster's manager (TLS material decrypted, never logged)."""
+def cluster_target(cluster: SwarmCluster, box: SecretBox, scope_account: int | None = None) -> HostTarget:
+    """Where and how to reach the cluster's manager (TLS material decrypted, never logged);
+    ``scope_account`` when the engine is shared (objects are then filtered by account label)."""
     def plain(token: bytes | None) -> str | None:
         return box.decrypt(token) if token else None
 
     return HostTarget(endpoint=cluster.endpoint, tls_ca=plain(cluster.encrypted_tls_ca),
-                      tls_cert=plain(cluster.encrypted_tls_cert), tls_key=plain(cluster.encrypted_tls_key))
+                      tls_cert=plain(cluster.encrypted_tls_cert), tls_key=plain(cluster.encrypted_tls_key),
+                      scope_account=scope_account)
 
 
 def manager_info(client: docker.DockerClient) -> dict[str, Any]:
@@ -157,14 +161,17 @@ class _Observed:
     events: list[dict[str, Any]]
 
 
-def observe(client: docker.DockerClient, events_cursor: int | None) -> _Observed:
-    """Everything one round reads from the manager: one call per kind."""
+def observe(client: docker.DockerClient, events_cursor: int | None, scope: int | None = None) -> _Observed:
+    """Everything one round reads from the manager: one call per kind. With ``scope`` (a shared
+    engine) only the account's labelled services and their events; nodes are the operator's and
+    are listed read-only."""
     api = client.api
     info = manager_info(client)
     swarm = api.inspect_swarm()
     nodes = {n["ID"]: node_values(n) for n in api.nodes()}
     counts = running_counts(api.tasks())
-    services = {s["ID"]: service_values(s, counts.get(s["ID"], 0)) for s in api.services()}
+    filters = {"label": [f"{ACCOUNT_LABEL}={scope}"]} if scope is not None else None
+    services = {s["ID"]: service_values(s, counts.get(s["ID"], 0)) for s in api.services(filters=filters)}
     now = time.time()
     since = (f"{events_cursor // _NANO}.{events_cursor % _NANO:09d}" if events_cursor
              else f"{int(now) - FIRST_EVENTS_WINDOW_SECONDS}")
@@ -173,6 +180,8 @@ def observe(client: docker.DockerClient, events_cursor: int | None) -> _Observed
         events = [row for row in (event_row(raw) for raw in stream) if row is not None]
     finally:
         stream.close()
+    if scope is not None:  # only events about the account's own services
+        events = [e for e in events if e["actor_id"] in services]
     metrics = {"docker_version": info.get("ServerVersion"), "nodes": len(nodes),
                "managers": sum(1 for n in nodes.values() if n["role"] == "manager"),
                "services": len(services), "os": info.get("OperatingSystem"),
@@ -227,12 +236,13 @@ class SwarmActivities:
             cluster = self._load(session, inp)
             if cluster is None:
                 return SyncClusterResult(ok=False, cluster_gone=True, error="cluster deleted", finished_at=_now_iso())
-            target = cluster_target(cluster, secret_box(self._settings))
+            shared = engine_shared(session, self._settings, inp.account_id, cluster.endpoint)
+            target = cluster_target(cluster, secret_box(self._settings), inp.account_id if shared else None)
             cursor = cluster.events_cursor
             session.rollback()  # no transaction stays open while the engine answers
         try:
             with docker_client(target) as client:
-                observed = observe(client, cursor)
+                observed = observe(client, cursor, target.scope_account)
         except NotASwarmManager as exc:
             return self._record_failure(inp, str(exc))
         except Exception as exc:  # noqa: BLE001 - classified; anything else is re-raised below

@@ -13,11 +13,15 @@ how the container was run. It holds secret *names* only, never values.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from activities.network_targets import check_host, image_registry_problem
 
 # (low, high) of each numeric limit; the schemas use the same bounds.
 CPU_RANGE = (0.1, 16.0)
@@ -146,9 +150,12 @@ def _error(errors: list[dict[str, Any]], loc: tuple[Any, ...], message: str, kin
 
 
 def check_spec(spec: Mapping[str, Any], policy: PolicyView, secret_names: Iterable[str] | None = None,
-               *, prefix: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+               *, prefix: tuple[Any, ...] = (), allow_private_registries: bool = False) -> list[dict[str, Any]]:
     """Every problem of a resolved spec, as ``{"loc", "msg", "type"}`` (empty: it may run).
-    ``secret_names`` are the account's existing secrets (None: not checked)."""
+    ``secret_names`` are the account's existing secrets (None: not checked).
+    Pass ``allow_private_registries=settings.private_targets_allowed``; by default an image from a
+    registry on a loopback, private or link-local address is refused (the only I/O here: the
+    registry's name is resolved, with a short timeout)."""
     errors: list[dict[str, Any]] = []
     known_secrets = None if secret_names is None else set(secret_names)
 
@@ -161,6 +168,8 @@ def check_spec(spec: Mapping[str, Any], policy: PolicyView, secret_names: Iterab
     elif len(image) > 500 or not IMAGE_REFERENCE.match(image):
         err(("image",), f"{image[:100]!r} is not a valid image reference ([registry/]name[:tag][@digest], "
                         "lowercase name)")
+    elif problem := image_registry_problem(image, allow_private_registries):
+        err(("image",), problem)
 
     for name in ("command", "entrypoint"):
         value = spec.get(name)
@@ -197,6 +206,42 @@ def check_spec(spec: Mapping[str, Any], policy: PolicyView, secret_names: Iterab
 
     _check_unsafe(spec, policy, err)
     return errors
+
+
+def require_public_registry(image: Any, allow_private: bool, loc: Iterable[Any]) -> None:
+    """422 naming ``loc`` when ``image`` comes from a registry on a loopback, private or
+    link-local address and private targets are not allowed (blocking: resolves the registry)."""
+    problem = image_registry_problem(image, allow_private) if isinstance(image, str) else None
+    if problem:
+        from api import errors
+
+        raise errors.field_error(list(loc), problem)
+
+
+def require_public_registry_url(url: Any, allow_private: bool, loc: Iterable[Any]) -> None:
+    """422 naming ``loc`` when a registry URL (``http(s)://host[:port]``) is on a loopback, private
+    or link-local address and private targets are not allowed; an unresolvable name passes."""
+    if allow_private or not isinstance(url, str):
+        return
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return  # the schema's own URL check answers for that
+    problem = check_host(parts.hostname or "", port, what="the registry URL's", timeout=1.0,
+                         unresolvable_ok=True).problem
+    if problem:
+        from api import errors
+
+        raise errors.field_error(list(loc), problem)
+
+
+async def require_public_registries(allow_private: bool, *images: tuple[Any, Iterable[Any]]) -> None:
+    """``require_public_registry`` for each ``(image, loc)``, off the event loop."""
+    if allow_private:
+        return
+    for image, loc in images:
+        await asyncio.to_thread(require_public_registry, image, allow_private, loc)
 
 
 def _check_env(spec: Mapping[str, Any], err: Any, known_secrets: set[str] | None) -> None:
@@ -314,3 +359,156 @@ def normalized_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("cpu_limit"), (int, float)):
         out["cpu_limit"] = float(out["cpu_limit"])
     return out
+
+
+# ---- compose files (swarm stacks) -----------------------------------------------------------------
+#
+# A stack's services pass the same policy as templates: privileged, cap_add, the host network and
+# bind mounts need the account's ContainerPolicy to allow exactly that; options the policy has no
+# switch for (host pid/ipc/user namespaces, devices, unconfined security profiles, a cgroup parent,
+# joining another container's namespaces) are refused; so are files the ``docker`` CLI would read
+# on the API's own machine (``env_file``, secrets/configs from ``file``/``environment``).
+
+REFUSED_COMPOSE_KEYS = {
+    "devices": "devices give the container the host's hardware",
+    "device_cgroup_rules": "device cgroup rules give the container the host's hardware",
+    "cgroup_parent": "a cgroup parent places the container outside its limits",
+    "cgroup": "the host cgroup namespace is refused",
+    "userns_mode": "the host user namespace is refused",
+    "env_file": "an env_file is read from the API's own machine; put the values in `environment`",
+    "volumes_from": "volumes_from reaches another container's volumes",
+    "external_links": "external_links reach containers outside the stack",
+}
+_NAMESPACE_KEYS = ("pid", "ipc", "network_mode", "userns_mode", "uts")
+
+
+def _compose_loc(*parts: Any) -> tuple[Any, ...]:
+    return ("compose", *parts)
+
+
+def _host_network_names(document: Mapping[str, Any]) -> set[str]:
+    """Keys of the top-level ``networks`` that are the engine's ``host`` network."""
+    found = {"host"}
+    networks = document.get("networks")
+    if isinstance(networks, dict):
+        for key, definition in networks.items():
+            if not isinstance(definition, dict):
+                continue
+            external = definition.get("external")
+            names = {definition.get("name"), external.get("name") if isinstance(external, dict) else None}
+            if "host" in names:
+                found.add(str(key))
+    return found
+
+
+def _bind_volumes(document: Mapping[str, Any]) -> dict[str, str]:
+    """Top-level volumes that are binds in disguise (local driver with ``device``): key -> path."""
+    found: dict[str, str] = {}
+    volumes = document.get("volumes")
+    if isinstance(volumes, dict):
+        for key, definition in volumes.items():
+            opts = definition.get("driver_opts") if isinstance(definition, dict) else None
+            if isinstance(opts, dict) and opts.get("device") is not None:
+                found[str(key)] = str(opts.get("device"))
+    return found
+
+
+def check_compose(document: Mapping[str, Any], policy: PolicyView) -> list[dict[str, Any]]:
+    """Every policy problem of a parsed compose file, each naming ``compose.services.<name>.<key>``
+    (or the top-level entry); empty when the stack may be deployed."""
+    errors: list[dict[str, Any]] = []
+
+    def err(loc: tuple[Any, ...], message: str) -> None:
+        _error(errors, _compose_loc(*loc), message)
+
+    host_networks = _host_network_names(document)
+    disguised = _bind_volumes(document)
+    for kind in ("secrets", "configs"):
+        entries = document.get(kind)
+        if isinstance(entries, dict):
+            for key, definition in entries.items():
+                if isinstance(definition, dict) and ("file" in definition or "environment" in definition):
+                    which = "file" if "file" in definition else "environment"
+                    err((kind, str(key), which), f"{kind} from `{which}` are read on the API's own machine; "
+                                                 "create it with the secrets/configs routes and use `external: true`")
+    for key, device in disguised.items():
+        source = clean_absolute_path(device)
+        if source is None or not path_under(source, policy.allowed_bind_paths):
+            err(("volumes", key, "driver_opts", "device"),
+                f"a volume bound to host path {device!r} is refused: {POLICY_HINT} (allowed_bind_paths)")
+    services = document.get("services")
+    if not isinstance(services, dict):
+        return errors
+    for raw_name, service in services.items():
+        name = str(raw_name)
+        if not isinstance(service, dict):
+            continue
+        for key in sorted(set(service) & set(REFUSED_COMPOSE_KEYS)):
+            if service[key] not in (None, [], {}, ""):
+                err(("services", name, key), f"{REFUSED_COMPOSE_KEYS[key]}: refused")
+        _check_compose_service(name, service, policy, host_networks, err)
+    return errors
+
+
+def _check_compose_service(name: str, service: Mapping[str, Any], policy: PolicyView, host_networks: set[str],
+                           err: Any) -> None:
+    loc = ("services", name)
+    if service.get("privileged") is True and not policy.allow_privileged:
+        err((*loc, "privileged"), f"privileged mode is refused: {POLICY_HINT} (allow_privileged)")
+    for key in _NAMESPACE_KEYS:
+        value = service.get(key)
+        if value is None or key == "userns_mode":
+            continue
+        text = str(value).strip().lower()
+        if key == "network_mode" and text == "host":
+            if not policy.allow_host_network:
+                err((*loc, key), f"the host network is refused: {POLICY_HINT} (allow_host_network)")
+        elif text == "host" or ":" in text:
+            err((*loc, key), f"{key}: {value!s:.50} shares the host's or another container's namespace: refused")
+        elif key == "network_mode" and text not in ("bridge", "none", "default"):
+            err((*loc, key), f"network_mode must be bridge or none (or host with the policy), not {value!s:.50}")
+    networks = service.get("networks")
+    network_names = list(networks) if isinstance(networks, (dict, list)) else []
+    for network in network_names:
+        if str(network) in host_networks and not policy.allow_host_network:
+            err((*loc, "networks", str(network)), f"the host network is refused: {POLICY_HINT} (allow_host_network)")
+    caps = service.get("cap_add")
+    if caps is not None:
+        allowed = {normalize_capability(c) for c in policy.allowed_capabilities}
+        if not isinstance(caps, list):
+            err((*loc, "cap_add"), "must be a list of capability names")
+        else:
+            for index, cap in enumerate(caps):
+                if normalize_capability(str(cap)) not in allowed:
+                    err((*loc, "cap_add", index), f"capability {normalize_capability(str(cap))} is refused: "
+                                                  f"{POLICY_HINT} (allowed_capabilities)")
+    for index, option in enumerate(service.get("security_opt") or []):
+        text = str(option).lower().replace("=", ":")
+        if "unconfined" in text or text.startswith("label:disable") or text in ("no-new-privileges:false",):
+            err((*loc, "security_opt", index), f"{str(option)[:60]!r} turns a protection off: refused")
+    volumes = service.get("volumes")
+    for index, volume in enumerate(volumes if isinstance(volumes, list) else []):
+        source = _bind_source(volume)
+        if source is None:
+            continue
+        clean = clean_absolute_path(source)
+        if clean is None:
+            err((*loc, "volumes", index), f"bind source {source[:100]!r} must be an absolute host path without "
+                                          "'..' (relative paths are on the API's machine)")
+        elif not path_under(clean, policy.allowed_bind_paths):
+            err((*loc, "volumes", index), f"bind mounts of host path {clean} are refused: {POLICY_HINT} "
+                                          "(allowed_bind_paths)")
+
+
+def _bind_source(volume: Any) -> str | None:
+    """The host path a service volume binds (None: a named volume or a tmpfs)."""
+    if isinstance(volume, dict):
+        kind = str(volume.get("type") or "volume")
+        if kind in ("bind", "npipe"):
+            return str(volume.get("source") or "")
+        return None
+    text = str(volume)
+    if ":" not in text:
+        return None  # an anonymous volume at that container path
+    source = text.split(":", 1)[0]
+    return source if source.startswith(("/", ".", "~")) or source == "" else None

@@ -204,6 +204,19 @@ class ContainerCreate(BaseModel):
     labels: Labels = Field(default_factory=dict)
     working_dir: str | None = Field(None, max_length=1000, pattern=r"^/")
     start: bool = False
+    # The hardened defaults of container templates (api/container_specs.py); privileged, the host
+    # network, cap_add and bind_mounts need the account's container policy (PUT /container_policy).
+    user: str | None = Field("65534:65534", max_length=200,
+                             description="user[:group]; null: the image's own user")
+    read_only_rootfs: bool = True
+    network_mode: Literal["none", "bridge", "host"] = "none"
+    cpu_limit: float = Field(1.0, ge=0.1, le=16.0)
+    memory_mb: int = Field(256, ge=16, le=65536)
+    pids_limit: int = Field(128, ge=16, le=4096)
+    privileged: bool = False
+    cap_add: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(default_factory=list, max_length=50)
+    bind_mounts: list[dict[str, Any]] = Field(default_factory=list, max_length=20,
+                                              description="[{source, target, read_only}]")
 
 
 class ContainerActionPublic(BaseModel):

@@ -116,9 +116,10 @@ def _secret_names(session: Session, account_id: int, spec: dict[str, Any]) -> se
                                                          Secret.name.in_(wanted))))
 
 
-def checked_spec(session: Session, account_id: int, spec: dict[str, Any]) -> dict[str, Any]:
+def checked_spec(session: Session, account_id: int, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The spec normalised, or 422 listing every problem (each naming its field)."""
-    problems = check_spec(spec, policy_view(session, account_id), _secret_names(session, account_id, spec))
+    problems = check_spec(spec, policy_view(session, account_id), _secret_names(session, account_id, spec),
+                          allow_private_registries=settings.private_targets_allowed)
     if problems:
         raise errors.unprocessable(problems)
     return normalized_spec(spec)
@@ -177,11 +178,11 @@ def list_templates(session: SessionDep, caller: CurrentCaller) -> ContainerTempl
 
 @templates_router.post("", response_model=ContainerTemplatePublic, status_code=status.HTTP_201_CREATED)
 def create_template(body: ContainerTemplateCreate, session: SessionDep,
-                    caller: WriterCaller) -> ContainerTemplatePublic:
+                    caller: WriterCaller, settings: SettingsDep) -> ContainerTemplatePublic:
     """Save a template. Safe by default; ``privileged``, ``network_mode: host``, ``cap_add`` and
     ``bind_mounts`` are refused (422 naming the field) unless the account's policy allows them."""
     values = body.model_dump(mode="json")
-    spec = checked_spec(session, caller.account_id, resolve_spec(None, values))
+    spec = checked_spec(session, caller.account_id, resolve_spec(None, values), settings)
     if _template_name_taken(session, caller.account_id, body.name):
         raise errors.conflict(f"a container template named {body.name!r} already exists")
     row = ContainerTemplate(account_id=caller.account_id, name=body.name, description=body.description, **spec)
@@ -208,7 +209,7 @@ NULLABLE_TEMPLATE_FIELDS = ("entrypoint", "user")
 
 @templates_router.patch("/{template_id}", response_model=ContainerTemplatePublic)
 def update_template(template_id: int, body: ContainerTemplateUpdate, session: SessionDep,
-                    caller: WriterCaller) -> ContainerTemplatePublic:
+                    caller: WriterCaller, settings: SettingsDep) -> ContainerTemplatePublic:
     """Change some fields; the result is checked as a whole, against today's policy."""
     row = _owned_template(session, caller.account_id, template_id)
     changes = body.model_dump(mode="json", exclude_unset=True)
@@ -217,7 +218,7 @@ def update_template(template_id: int, body: ContainerTemplateUpdate, session: Se
         raise errors.unprocessable([{"loc": ["body", name], "type": "null", "msg": "may not be null"}
                                     for name in nulls])
     merged = {**template_spec(row), **{k: v for k, v in changes.items() if k in SPEC_FIELDS}}
-    spec = checked_spec(session, caller.account_id, merged)
+    spec = checked_spec(session, caller.account_id, merged, settings)
     if "name" in changes and _template_name_taken(session, caller.account_id, changes["name"], exclude_id=row.id):
         raise errors.conflict(f"a container template named {changes['name']!r} already exists")
     for name, value in spec.items():
@@ -433,7 +434,7 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
         if template is None:
             raise errors.field_error(["template_id"], f"the account has no container template {body.template_id}")
     spec = checked_spec(session, caller.account_id,
-                        resolve_spec(template_spec(template) if template else None, overrides))
+                        resolve_spec(template_spec(template) if template else None, overrides), settings)
     if body.callback_url is not None:
         problem = _callback_problem(body.callback_url, settings.private_targets_allowed)
         if problem:

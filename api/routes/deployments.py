@@ -20,9 +20,10 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.docker_hosts import classify, docker_client
+from activities.docker_hosts import ACCOUNT_LABEL, classify, docker_client, engine_shared
 from activities.rollouts import FINAL_STATUSES, cluster_target
 from api import errors
+from api.container_specs import require_public_registries
 from api.deployment_schemas import (
     DeploymentControl,
     DeploymentControlPublic,
@@ -76,15 +77,20 @@ def _public(session: Session, row: SwarmDeployment, live: dict[str, Any] | None 
         finished_at=row.finished_at, live=live is not None)
 
 
-def _check_on_cluster(cluster: SwarmCluster, settings: Settings, service: str, image: str | None) -> None:
-    """422 naming ``service`` / ``image`` when the cluster does not have them; 502 when unreachable."""
+def _check_on_cluster(cluster: SwarmCluster, settings: Settings, service: str, image: str | None,
+                      owner: int | None = None) -> None:
+    """422 naming ``service`` / ``image`` when the cluster does not have them; 502 when unreachable.
+    ``owner``: the engine is shared, and only a service labelled with this account exists for it."""
     import docker
 
     target = cluster_target(cluster, settings)
     try:
         with docker_client(target) as client:
             try:
-                client.services.get(service)
+                found = client.services.get(service)
+                labels = (found.attrs.get("Spec") or {}).get("Labels") or {}
+                if owner is not None and labels.get(ACCOUNT_LABEL) != str(owner):
+                    raise docker.errors.NotFound(f"service {service} not found")
             except docker.errors.NotFound:
                 raise errors.field_error(["service"], f"service {service!r} does not exist on cluster "
                                                       f"{cluster.name}; a rollout changes an existing service") from None
@@ -123,8 +129,10 @@ async def create_deployment(body: DeploymentCreate, caller: WriterCaller, sessio
     problems = rollout_problems(body.strategy, body.steps, body.blue_green, body.rolling)
     if problems:
         raise errors.unprocessable([{"loc": ["body", *loc], "msg": msg, "type": "value_error"} for loc, msg in problems])
+    await require_public_registries(settings.private_targets_allowed, (body.image, ["image"]))
     cluster = _cluster(session, caller.account_id, body.cluster_id)
-    await asyncio.to_thread(_check_on_cluster, cluster, settings, body.service, body.image)
+    owner = caller.account_id if engine_shared(session, settings, caller.account_id, cluster.endpoint) else None
+    await asyncio.to_thread(_check_on_cluster, cluster, settings, body.service, body.image, owner)
     _refuse_concurrent(session, cluster.id, body.service)
     config = {"image": body.image, "strategy": body.strategy, "steps": body.steps or [], "env": body.env or {}}
     for name in ("blue_green", "rolling", "progress_deadline_seconds"):
@@ -245,7 +253,8 @@ async def rollback(deployment_id: int, body: RollbackRequest, caller: WriterCall
     if revision is None:
         raise errors.field_error(["revision_number"], f"{source.service_name} has no revision {body.revision_number}")
     cluster = _cluster(session, caller.account_id, source.cluster_id)
-    await asyncio.to_thread(_check_on_cluster, cluster, settings, source.service_name, None)
+    owner = caller.account_id if engine_shared(session, settings, caller.account_id, cluster.endpoint) else None
+    await asyncio.to_thread(_check_on_cluster, cluster, settings, source.service_name, None, owner)
     _refuse_concurrent(session, cluster.id, source.service_name)
     config: dict[str, Any] = {"image": revision.image, "strategy": "rolling", "steps": [], "env": {},
                               "rollback_to": revision.number, "rollback_from_deployment": source.id}

@@ -14,6 +14,15 @@
   reached or fails; never 500.
 - An endpoint is an outbound connection: ``tcp://`` to loopback/private addresses follows
   ``DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS`` like providers; ``unix://`` must name an existing socket.
+- Tenant isolation (see :mod:`activities.docker_hosts`): local engines need the operator's
+  ``DEVOPS_ENGINE_ALLOWLIST`` (outside development), and on a *shared* engine every container,
+  network and volume route sees only objects labelled ``devops.account=<caller's account>`` (others
+  answer 404). Images built through the API carry the account's label; on a shared engine the image
+  list shows the account's own, an image labelled with another account answers 404 (inspect, run),
+  unlabelled images (the engine's shared cache) may be inspected, pulled and run, only the account's
+  own images may be tagged, pushed or removed, and a build or tag never takes over a tag the account
+  does not own (409). Containers are created with the hardened defaults of container
+  templates and pass the account's container policy; their logs are masked with the account's secrets.
 """
 
 from __future__ import annotations
@@ -42,16 +51,32 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker_hosts import (
+    ACCOUNT_LABEL,
     EngineProblem,
     HostTarget,
+    allowlisted,
     classify,
     container_values,
     docker_client,
+    endpoint_refusal,
+    engine_shared,
     host_target,
     image_values,
+    is_local_endpoint,
+    owns,
+    scope_of,
     secret_box,
 )
+from activities.masking import Masker
 from api import errors
+from api.container_specs import (
+    RESERVED_LABEL_PREFIX,
+    check_spec,
+    normalized_spec,
+    require_public_registries,
+    require_public_registry_url,
+    resolve_spec,
+)
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.docker_schemas import (
     ActivitiesPublic,
@@ -91,7 +116,15 @@ from api.docker_schemas import (
     VolumesPublic,
 )
 from api.temporal import TemporalGateway
-from db.models import ContainerRegistry, DockerActivity, DockerContainer, DockerEvent, DockerHost, DockerImage
+from db.models import (
+    ContainerRegistry,
+    DockerActivity,
+    DockerContainer,
+    DockerEvent,
+    DockerHost,
+    DockerImage,
+    Secret,
+)
 from settings import Settings
 from workflows.host_sync import HostSyncInput, HostSyncWorkflow, host_sync_workflow_id
 
@@ -157,7 +190,16 @@ async def _refusal(settings: Settings, host: str, port: int, what: str) -> str |
     return None
 
 
+def endpoint_policy_refusal(settings: Settings, endpoint: str) -> str | None:
+    """The engine allowlist's word on ``endpoint`` (blocking: may resolve the host name)."""
+    local = is_local_endpoint(endpoint)
+    return endpoint_refusal(endpoint, settings.engine_allowlist, settings.environment, local)
+
+
 async def _check_endpoint(settings: Settings, endpoint: str) -> None:
+    refusal = await run_in_threadpool(endpoint_policy_refusal, settings, endpoint)
+    if refusal:
+        raise errors.field_error(["endpoint"], refusal, "endpoint")
     parts = urlsplit(endpoint)
     if parts.scheme == "unix":
         try:
@@ -168,6 +210,8 @@ async def _check_endpoint(settings: Settings, endpoint: str) -> None:
         if not stat.S_ISSOCK(mode):
             raise errors.field_error(["endpoint"], f"{parts.path} is not a socket", "endpoint")
         return
+    if allowlisted(endpoint, settings.engine_allowlist):
+        return  # the operator listed it: internal addresses are expected there
     refusal = await _refusal(settings, parts.hostname or "", parts.port or 2375, "endpoint")
     if refusal:
         raise errors.field_error(["endpoint"], refusal, "endpoint")
@@ -488,10 +532,103 @@ async def _round_through_update(client: Any, settings: Settings, row: DockerHost
 
 
 def _target_of(session: Session, caller: Caller, settings: Settings, host_id: int) -> HostTarget:
+    """The host's engine, scoped to the caller's account when it is shared; 422 on ``endpoint``
+    when the engine allowlist no longer lets accounts use it (settings changed since it was saved)."""
     host = _host(session, caller, host_id)
-    target = host_target(host, secret_box(settings))
+    refusal = endpoint_policy_refusal(settings, host.endpoint)
+    if refusal:
+        session.rollback()
+        raise errors.field_error(["endpoint"], refusal, "endpoint")
+    shared = engine_shared(session, settings, caller.account_id, host.endpoint)
+    target = host_target(host, secret_box(settings), caller.account_id if shared else None)
     session.rollback()  # no transaction stays open while the engine answers
     return target
+
+
+def _scope(client: Any) -> HostTarget:
+    """The target ``_engine`` opened ``client`` for (its account scope says what may be seen)."""
+    return client.devops_target
+
+
+def _not_found(kind: str, ident: str) -> EngineRefused:
+    return EngineRefused("not_found", f"No such {kind}: {ident}")
+
+
+def _own_container(client: Any, container_id: str) -> str:
+    """The container's full id; on a shared engine 404 unless it carries the caller's label."""
+    target = _scope(client)
+    if target.scope_account is None:
+        return container_id
+    found = client.api.inspect_container(container_id)
+    if not owns(target, (found.get("Config") or {}).get("Labels")):
+        raise _not_found("container", container_id)
+    return found["Id"]
+
+
+def _image_owned(client: Any, reference: str) -> bool | None:
+    """Whether the image carries the caller's label (None: no such image)."""
+    import docker.errors
+
+    try:
+        found = client.api.inspect_image(reference)
+    except docker.errors.ImageNotFound:
+        return None
+    return owns(_scope(client), (found.get("Config") or {}).get("Labels"))
+
+
+def _visible_image(client: Any, reference: str) -> dict[str, Any]:
+    """``inspect_image``; on a shared engine an image labelled with another account (built by it)
+    answers 404. Unlabelled images are the engine's shared cache: they may be inspected and run."""
+    found = client.api.inspect_image(reference)
+    target = _scope(client)
+    owner = ((found.get("Config") or {}).get("Labels") or {}).get(ACCOUNT_LABEL)
+    if target.scope_account is not None and owner is not None and owner != str(target.scope_account):
+        raise _not_found("image", reference)
+    return found
+
+
+def _own_image(client: Any, reference: str) -> None:
+    """On a shared engine, only the account's own images may be tagged, pushed or removed."""
+    if _scope(client).scope_account is not None and _image_owned(client, reference) is False:
+        raise _not_found("image", reference)
+
+
+def _free_tag(client: Any, reference: str) -> None:
+    """On a shared engine a build or tag may not move a tag the account does not own."""
+    if _scope(client).scope_account is not None and _image_owned(client, reference) is False:
+        raise EngineRefused("conflict", f"the tag {reference} exists on this shared engine and is not this "
+                                        "account's image: choose another name")
+
+
+def _own_object(client: Any, kind: str, ident: str) -> str:
+    """A network's id or a volume's name; on a shared engine 404 unless it carries the caller's label."""
+    target = _scope(client)
+    if target.scope_account is None:
+        return ident
+    found = client.api.inspect_network(ident) if kind == "network" else client.api.inspect_volume(ident)
+    if not owns(target, found.get("Labels")):
+        raise _not_found(kind, ident)
+    return found["Id"] if kind == "network" else found["Name"]
+
+
+def _reserved_labels(labels: dict[str, str]) -> None:
+    for key in labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise errors.field_error(["labels", key], f"label keys starting with {RESERVED_LABEL_PREFIX!r} are "
+                                                      "reserved for the service")
+
+
+def _account_masker(session: Session, settings: Settings, account_id: int) -> Masker:
+    """Every secret of the account, decrypted here only to mask output (like a step's masker)."""
+    box = secret_box(settings)
+    values = []
+    for token in session.scalars(select(Secret.encrypted_value).where(Secret.account_id == account_id)):
+        try:
+            values.append(box.decrypt(token))
+        except Exception:  # noqa: BLE001, S112 - a value the keys cannot read cannot leak either
+            continue
+    session.rollback()
+    return Masker(values)
 
 
 @dataclass
@@ -509,10 +646,8 @@ async def _engine(session: Session, caller: Caller, settings: Settings, host_id:
     target = await run_in_threadpool(_target_of, session, caller, settings, host_id)
 
     def run() -> Any:
-        if timeout is None:
-            with docker_client(target) as client:
-                return call(client)
-        with docker_client(target, timeout=timeout) as client:
+        with (docker_client(target) if timeout is None else docker_client(target, timeout=timeout)) as client:
+            client.devops_target = target
             return call(client)
 
     try:
@@ -581,18 +716,22 @@ async def list_containers(host_id: int, session: SessionDep, caller: CurrentCall
     """The host's containers from the last sync (``?live=true``: asked from the engine now)."""
     matches = _label_filter(label)
     if live:
-        listed = await _engine(session, caller, settings, host_id, lambda c: c.api.containers(all=True))
+        listed = await _engine(session, caller, settings, host_id,
+                               lambda c: c.api.containers(all=True, filters=scope_of(_scope(c)) or None))
         rows = [ContainerPublic(container_id=c["Id"], **container_values(c)) for c in listed]
     else:
         def load() -> list[ContainerPublic]:
             host = _host(session, caller, host_id)
+            shared = engine_shared(session, settings, caller.account_id, host.endpoint)
             found = session.scalars(select(DockerContainer).where(
                 DockerContainer.host_id == host.id, DockerContainer.account_id == caller.account_id)
                 .order_by(DockerContainer.id))
+            # rows synced before the engine became shared may still hold other objects
             return [ContainerPublic(container_id=r.container_id, name=r.name, image=r.image, image_id=r.image_id,
                                     state=r.state, status=r.status, labels=dict(r.labels or {}),
                                     ports=list(r.ports or []), created=r.created, synced_at=r.synced_at)
-                    for r in found]
+                    for r in found
+                    if not shared or (r.labels or {}).get(ACCOUNT_LABEL) == str(caller.account_id)]
 
         rows = await run_in_threadpool(load)
     rows = [r for r in rows if (state is None or r.state == state) and matches(r.labels)]
@@ -603,19 +742,62 @@ async def list_containers(host_id: int, session: SessionDep, caller: CurrentCall
              status_code=status.HTTP_201_CREATED)
 async def create_container(host_id: int, body: ContainerCreate, session: SessionDep, caller: WriterCaller,
                            settings: SettingsDep) -> ContainerActionPublic:
-    """Create a container from a local image (and start it with ``start``); env values are not recorded."""
+    """Create a container from a local image (and start it with ``start``); env values are not recorded.
+    It runs with the hardened defaults of container templates (uid 65534, every capability dropped,
+    no-new-privileges, read-only root with a /tmp tmpfs, no network, memory/CPU/pids limits) unless the
+    body asks otherwise, and privileged / host network / cap_add / bind_mounts need the account's
+    container policy. It is labelled ``devops.account=<account id>``."""
+    await require_public_registries(settings.private_targets_allowed, (body.image, ["image"]))
+    spec = await run_in_threadpool(_checked_container_spec, session, caller.account_id, body)
+    labels = {**spec["labels"], ACCOUNT_LABEL: str(caller.account_id)}
+
     def call(client: Any) -> ContainerActionPublic:
+        from docker.types import Mount
+
+        if _scope(client).scope_account is not None:
+            _visible_image(client, body.image)  # never run another account's image
+
+        mounts = [Mount(target=m["target"], source=m["source"], type="bind", read_only=m["read_only"])
+                  for m in spec["bind_mounts"]]
+        host_config = client.api.create_host_config(
+            mem_limit=spec["memory_mb"] * 1024 * 1024, memswap_limit=spec["memory_mb"] * 1024 * 1024,
+            nano_cpus=int(spec["cpu_limit"] * 1e9), pids_limit=spec["pids_limit"], cap_drop=["ALL"],
+            cap_add=spec["cap_add"] or None, security_opt=["no-new-privileges"], read_only=spec["read_only_rootfs"],
+            privileged=spec["privileged"], network_mode=spec["network_mode"], mounts=mounts or None,
+            tmpfs={"/tmp": "size=64m,mode=1777"})
         created = client.api.create_container(
-            body.image, command=body.command, environment=dict(body.env), name=body.name, labels=dict(body.labels),
-            working_dir=body.working_dir, host_config=client.api.create_host_config())
+            body.image, command=body.command, environment=dict(body.env), name=body.name, labels=labels,
+            working_dir=body.working_dir, user=spec["user"] or "", host_config=host_config)
         if body.start:
             client.api.start(created["Id"])
         return _container_state(client, created["Id"])
 
     params = {"image": body.image, "command": body.command, "env_names": sorted(body.env), "name": body.name,
-              "labels": dict(body.labels), "start": body.start}
+              "labels": dict(body.labels), "start": body.start,
+              **{name: spec[name] for name in _HARDENING_FIELDS}}
     return await _engine(session, caller, settings, host_id, call,
                          _Action("container.create", body.name or body.image, params))
+
+
+_HARDENING_FIELDS = ("user", "read_only_rootfs", "network_mode", "cpu_limit", "memory_mb", "pids_limit",
+                     "privileged", "cap_add", "bind_mounts")
+
+
+def _checked_container_spec(session: Session, account_id: int, body: ContainerCreate) -> dict[str, Any]:
+    """The create request as a container spec, checked against the account's container policy
+    like a template (422 naming each refused field)."""
+    from api.routes.containers import policy_view
+
+    overrides = {name: getattr(body, name) for name in _HARDENING_FIELDS}
+    overrides.update(image=body.image, command=list(body.command or []), labels=dict(body.labels))
+    spec = resolve_spec(None, overrides)
+    problems = check_spec(spec, policy_view(session, account_id))
+    session.rollback()
+    # env names, the working dir and the image reference keep this route's own (engine) rules
+    problems = [p for p in problems if p["loc"][1] in (*_HARDENING_FIELDS, "labels")]
+    if problems:
+        raise errors.unprocessable(problems)
+    return normalized_spec(spec)
 
 
 @router.get("/hosts/{host_id}/containers/{container_id}")
@@ -623,7 +805,7 @@ async def inspect_container(host_id: int, container_id: str, session: SessionDep
                             settings: SettingsDep) -> dict[str, Any]:
     """The engine's ``docker inspect`` of the container, environment values replaced by ``***``."""
     return _redact_env(await _engine(session, caller, settings, host_id,
-                                     lambda c: c.api.inspect_container(container_id)))
+                                     lambda c: c.api.inspect_container(_own_container(c, container_id))))
 
 
 def _container_action(verb: str) -> Callable[..., Any]:
@@ -631,13 +813,14 @@ def _container_action(verb: str) -> Callable[..., Any]:
                   timeout: int = Query(10, ge=0, le=600, description="stop/restart: seconds before SIGKILL")
                   ) -> ContainerActionPublic:
         def call(client: Any) -> ContainerActionPublic:
+            own = _own_container(client, container_id)
             if verb == "start":
-                client.api.start(container_id)
+                client.api.start(own)
             elif verb == "stop":
-                client.api.stop(container_id, timeout=timeout)
+                client.api.stop(own, timeout=timeout)
             else:
-                client.api.restart(container_id, timeout=timeout)
-            return _container_state(client, container_id)
+                client.api.restart(own, timeout=timeout)
+            return _container_state(client, own)
 
         params = {} if verb == "start" else {"timeout": timeout}
         return await _engine(session, caller, settings, host_id, call, _Action(f"container.{verb}", container_id,
@@ -658,7 +841,7 @@ async def remove_container(host_id: int, container_id: str, session: SessionDep,
                            settings: SettingsDep, force: bool = False, volumes: bool = False) -> Response:
     """Remove the container (a running one only with ``force``: 409 otherwise)."""
     await _engine(session, caller, settings, host_id,
-                  lambda c: c.api.remove_container(container_id, force=force, v=volumes),
+                  lambda c: c.api.remove_container(_own_container(c, container_id), force=force, v=volumes),
                   _Action("container.remove", container_id, {"force": force, "volumes": volumes}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -666,14 +849,17 @@ async def remove_container(host_id: int, container_id: str, session: SessionDep,
 @router.get("/hosts/{host_id}/containers/{container_id}/logs", response_model=ContainerLogsPublic)
 async def container_logs(host_id: int, container_id: str, session: SessionDep, caller: CurrentCaller,
                          settings: SettingsDep, tail: int | None = Query(None, ge=0, le=100_000)) -> ContainerLogsPublic:
-    """stdout and stderr of the container (the last ``tail`` lines), at most 1 MB (the end is kept)."""
+    """stdout and stderr of the container (the last ``tail`` lines), at most 1 MB (the end is kept),
+    with every secret of the account masked (``***``)."""
     def call(client: Any) -> bytes:
-        return client.api.logs(container_id, stdout=True, stderr=True, tail="all" if tail is None else tail)
+        return client.api.logs(_own_container(client, container_id), stdout=True, stderr=True,
+                               tail="all" if tail is None else tail)
 
     raw: bytes = await _engine(session, caller, settings, host_id, call,
                                _Action("container.logs", container_id, {"tail": tail}))
-    return ContainerLogsPublic(container_id=container_id, tail=tail,
-                               logs=raw[-MAX_LOG_BYTES:].decode("utf-8", errors="replace"))
+    masker = await run_in_threadpool(_account_masker, session, settings, caller.account_id)
+    text = raw[-MAX_LOG_BYTES:].decode("utf-8", errors="replace")
+    return ContainerLogsPublic(container_id=container_id, tail=tail, logs=masker.mask(text) if masker else text)
 
 
 # ---- images ----------------------------------------------------------------------------------------------------
@@ -684,7 +870,8 @@ async def list_images(host_id: int, session: SessionDep, caller: CurrentCaller, 
                       live: bool = False, limit: int = Query(500, ge=1, le=5000),
                       offset: int = Query(0, ge=0)) -> ImagesPublic:
     if live:
-        listed = await _engine(session, caller, settings, host_id, lambda c: c.api.images())
+        listed = await _engine(session, caller, settings, host_id,
+                               lambda c: c.api.images(filters=scope_of(_scope(c)) or None))
         rows = [ImagePublic(image_id=i["Id"], **image_values(i)) for i in listed]
     else:
         def load() -> list[ImagePublic]:
@@ -712,6 +899,8 @@ async def pull_image(host_id: int, body: ImagePull, session: SessionDep, caller:
     registry = (await _registry_access(session, caller, settings, body.registry_id, in_body=True)
                 if body.registry_id else None)
     repository = f"{registry.host}/{body.image}" if registry else body.image
+    await require_public_registries(settings.private_targets_allowed,
+                                    (repository, ["registry_id"] if registry else ["image"]))
 
     def call(client: Any) -> ImageActionPublic:
         stream = client.api.pull(repository, tag=body.tag, stream=True, decode=True,
@@ -748,8 +937,10 @@ async def build_image(host_id: int, request: Request, session: SessionDep, calle
     body = bytes(context)
 
     def call(client: Any) -> ImageActionPublic:
+        _free_tag(client, tag)
         stream = client.api.build(fileobj=io.BytesIO(body), custom_context=True, tag=tag, dockerfile=dockerfile,
-                                  rm=True, forcerm=True, decode=True)
+                                  rm=True, forcerm=True, decode=True,
+                                  labels={ACCOUNT_LABEL: str(caller.account_id)})
         _consume(stream, "build_failed")
         return _image_public(client, tag)
 
@@ -765,8 +956,11 @@ async def push_image(host_id: int, body: ImagePush, session: SessionDep, caller:
     credentials; ``detail`` is the pushed manifest's digest."""
     registry = await _registry_access(session, caller, settings, body.registry_id, in_body=True)
     target = f"{registry.host}/{body.repository}"
+    await require_public_registries(settings.private_targets_allowed, (target, ["registry_id"]))
 
     def call(client: Any) -> ImageActionPublic:
+        _own_image(client, body.image)
+        _free_tag(client, f"{target}:{body.tag}")
         client.api.tag(body.image, target, body.tag)
         chunks = _consume(client.api.push(target, tag=body.tag, stream=True, decode=True,
                                           auth_config=registry.auth_config), "registry_error")
@@ -782,6 +976,8 @@ async def push_image(host_id: int, body: ImagePush, session: SessionDep, caller:
 async def tag_image(host_id: int, image: str, body: ImageTagRequest, session: SessionDep, caller: WriterCaller,
                     settings: SettingsDep) -> ImageActionPublic:
     def call(client: Any) -> ImageActionPublic:
+        _own_image(client, image)
+        _free_tag(client, f"{body.repository}:{body.tag}")
         client.api.tag(image, body.repository, body.tag)
         return _image_public(client, f"{body.repository}:{body.tag}")
 
@@ -792,15 +988,18 @@ async def tag_image(host_id: int, image: str, body: ImageTagRequest, session: Se
 @router.get("/hosts/{host_id}/images/{image:path}")
 async def inspect_image(host_id: int, image: str, session: SessionDep, caller: CurrentCaller,
                         settings: SettingsDep) -> dict[str, Any]:
-    return _redact_env(await _engine(session, caller, settings, host_id, lambda c: c.api.inspect_image(image)))
+    return _redact_env(await _engine(session, caller, settings, host_id, lambda c: _visible_image(c, image)))
 
 
 @router.delete("/hosts/{host_id}/images/{image:path}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_image(host_id: int, image: str, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
                        force: bool = False) -> Response:
     """Remove an image or one of its tags (409 while a container uses it, unless ``force``)."""
-    await _engine(session, caller, settings, host_id, lambda c: c.api.remove_image(image, force=force),
-                  _Action("image.remove", image, {"force": force}))
+    def call(client: Any) -> None:
+        _own_image(client, image)
+        client.api.remove_image(image, force=force)
+
+    await _engine(session, caller, settings, host_id, call, _Action("image.remove", image, {"force": force}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -823,19 +1022,22 @@ def _volume_public(found: dict[str, Any]) -> VolumePublic:
 @router.get("/hosts/{host_id}/networks", response_model=NetworksPublic)
 async def list_networks(host_id: int, session: SessionDep, caller: CurrentCaller,
                         settings: SettingsDep) -> NetworksPublic:
-    found = await _engine(session, caller, settings, host_id, lambda c: c.api.networks())
+    found = await _engine(session, caller, settings, host_id,
+                          lambda c: c.api.networks(filters=scope_of(_scope(c)) or None))
     return NetworksPublic(data=[_network_public(n) for n in found], count=len(found))
 
 
 @router.post("/hosts/{host_id}/networks", response_model=NetworkPublic, status_code=status.HTTP_201_CREATED)
 async def create_network(host_id: int, body: NetworkCreate, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> NetworkPublic:
+    _reserved_labels(body.labels)
+
     def call(client: Any) -> NetworkPublic:
         # the engine itself accepts duplicate network names; two networks of one name confuse everyone
         if any(n.get("Name") == body.name for n in client.api.networks(names=[body.name])):
             raise EngineRefused("conflict", f"a network named {body.name!r} already exists on the host")
         created = client.api.create_network(body.name, driver=body.driver, internal=body.internal,
-                                            labels=dict(body.labels))
+                                            labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)})
         return _network_public(client.api.inspect_network(created["Id"]))
 
     return await _engine(session, caller, settings, host_id, call,
@@ -846,13 +1048,14 @@ async def create_network(host_id: int, body: NetworkCreate, session: SessionDep,
 async def inspect_network(host_id: int, network_id: str, session: SessionDep, caller: CurrentCaller,
                           settings: SettingsDep) -> NetworkPublic:
     return _network_public(await _engine(session, caller, settings, host_id,
-                                         lambda c: c.api.inspect_network(network_id)))
+                                         lambda c: c.api.inspect_network(_own_object(c, "network", network_id))))
 
 
 @router.delete("/hosts/{host_id}/networks/{network_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_network(host_id: int, network_id: str, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> Response:
-    await _engine(session, caller, settings, host_id, lambda c: c.api.remove_network(network_id),
+    await _engine(session, caller, settings, host_id,
+                  lambda c: c.api.remove_network(_own_object(c, "network", network_id)),
                   _Action("network.remove", network_id, {}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -860,15 +1063,29 @@ async def remove_network(host_id: int, network_id: str, session: SessionDep, cal
 @router.get("/hosts/{host_id}/volumes", response_model=VolumesPublic)
 async def list_volumes(host_id: int, session: SessionDep, caller: CurrentCaller,
                        settings: SettingsDep) -> VolumesPublic:
-    found = await _engine(session, caller, settings, host_id, lambda c: c.api.volumes().get("Volumes") or [])
+    found = await _engine(session, caller, settings, host_id,
+                          lambda c: c.api.volumes(filters=scope_of(_scope(c)) or None).get("Volumes") or [])
     return VolumesPublic(data=[_volume_public(v) for v in found], count=len(found))
 
 
 @router.post("/hosts/{host_id}/volumes", response_model=VolumePublic, status_code=status.HTTP_201_CREATED)
 async def create_volume(host_id: int, body: VolumeCreate, session: SessionDep, caller: WriterCaller,
                         settings: SettingsDep) -> VolumePublic:
+    _reserved_labels(body.labels)
+
     def call(client: Any) -> VolumePublic:
-        return _volume_public(client.api.create_volume(body.name, driver=body.driver, labels=dict(body.labels)))
+        import docker.errors
+
+        if _scope(client).scope_account is not None:
+            # creating an existing volume answers it: never hand another account's volume over
+            try:
+                client.api.inspect_volume(body.name)
+            except docker.errors.NotFound:
+                pass
+            else:
+                raise EngineRefused("conflict", f"a volume named {body.name!r} already exists on the host")
+        return _volume_public(client.api.create_volume(body.name, driver=body.driver,
+                                                       labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)}))
 
     return await _engine(session, caller, settings, host_id, call,
                          _Action("volume.create", body.name, body.model_dump()))
@@ -877,13 +1094,15 @@ async def create_volume(host_id: int, body: VolumeCreate, session: SessionDep, c
 @router.get("/hosts/{host_id}/volumes/{name}", response_model=VolumePublic)
 async def inspect_volume(host_id: int, name: str, session: SessionDep, caller: CurrentCaller,
                          settings: SettingsDep) -> VolumePublic:
-    return _volume_public(await _engine(session, caller, settings, host_id, lambda c: c.api.inspect_volume(name)))
+    return _volume_public(await _engine(session, caller, settings, host_id,
+                                        lambda c: c.api.inspect_volume(_own_object(c, "volume", name))))
 
 
 @router.delete("/hosts/{host_id}/volumes/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_volume(host_id: int, name: str, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
                         force: bool = False) -> Response:
-    await _engine(session, caller, settings, host_id, lambda c: c.api.remove_volume(name, force=force),
+    await _engine(session, caller, settings, host_id,
+                  lambda c: c.api.remove_volume(_own_object(c, "volume", name), force=force),
                   _Action("volume.remove", name, {"force": force}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -1029,6 +1248,7 @@ def list_registries(session: SessionDep, caller: CurrentCaller) -> RegistriesPub
 @router.post("/registries", response_model=RegistryPublic, status_code=status.HTTP_201_CREATED)
 def create_registry(body: RegistryCreate, session: SessionDep, caller: WriterCaller,
                     settings: SettingsDep) -> RegistryPublic:
+    require_public_registry_url(body.url, settings.private_targets_allowed, ["url"])
     row = ContainerRegistry(account_id=caller.account_id, name=body.name, url=body.url, username=body.username,
                             encrypted_password=secret_box(settings).encrypt(body.password) if body.password else None)
     session.add(row)
@@ -1050,6 +1270,8 @@ def update_registry(registry_id: int, body: RegistryUpdate, session: SessionDep,
                     settings: SettingsDep) -> RegistryPublic:
     row = _registry(session, caller, registry_id)
     fields = body.model_fields_set
+    if "url" in fields:
+        require_public_registry_url(body.url, settings.private_targets_allowed, ["url"])
     for name in ("name", "url", "username"):
         if name in fields:
             setattr(row, name, getattr(body, name))

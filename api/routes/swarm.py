@@ -40,7 +40,16 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.docker_hosts import EngineProblem, HostTarget, docker_client, secret_box
+from activities.docker_hosts import (
+    ACCOUNT_LABEL,
+    EngineProblem,
+    HostTarget,
+    docker_client,
+    engine_shared,
+    owns,
+    scope_of,
+    secret_box,
+)
 from activities.swarm import (
     STACK_LABEL,
     NotASwarmManager,
@@ -50,10 +59,20 @@ from activities.swarm import (
     running_counts,
     service_values,
 )
-from api import errors
+from api import errors, safe_parse
+from api.container_specs import RESERVED_LABEL_PREFIX, check_compose, require_public_registries
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.docker_schemas import SyncCountsPublic
-from api.routes.docker import EngineRefused, _check_endpoint, _problem
+from api.routes.docker import (
+    EngineRefused,
+    _account_masker,
+    _check_endpoint,
+    _not_found,
+    _problem,
+    _reserved_labels,
+    _scope,
+    endpoint_policy_refusal,
+)
 from api.swarm_schemas import (
     ClusterCreate,
     ClusterPublic,
@@ -113,6 +132,7 @@ MAX_LOG_BYTES = 1024 * 1024
 ACTIVE_DEPLOYMENT_STATUSES = ("pending", "progressing", "paused", "promoting")
 _NANO = 1_000_000_000
 _STATUS_OF = {"not_found": status.HTTP_404_NOT_FOUND, "conflict": status.HTTP_409_CONFLICT,
+              "forbidden": status.HTTP_403_FORBIDDEN,
               "bad_request": status.HTTP_400_BAD_REQUEST, "unreachable": status.HTTP_502_BAD_GATEWAY,
               "engine_error": status.HTTP_502_BAD_GATEWAY}
 
@@ -472,10 +492,44 @@ async def _round_through_update(client: Any, settings: Settings, row: SwarmClust
 
 
 def _target_of(session: Session, caller: Caller, settings: Settings, cluster_id: int) -> HostTarget:
+    """The manager, scoped to the caller's account when the engine is shared (see
+    :mod:`activities.docker_hosts`); 422 on ``endpoint`` when the allowlist no longer allows it."""
     row = _cluster(session, caller, cluster_id)
-    target = cluster_target(row, secret_box(settings))
+    refusal = endpoint_policy_refusal(settings, row.endpoint)
+    if refusal:
+        session.rollback()
+        raise errors.field_error(["endpoint"], refusal, "endpoint")
+    shared = engine_shared(session, settings, caller.account_id, row.endpoint)
+    target = cluster_target(row, secret_box(settings), caller.account_id if shared else None)
     session.rollback()  # no transaction stays open while the engine answers
     return target
+
+
+def _own_service(client: Any, name: str) -> dict[str, Any]:
+    """``inspect_service``; on a shared engine 404 unless the service carries the caller's label."""
+    found = client.api.inspect_service(name)
+    if not owns(_scope(client), (found.get("Spec") or {}).get("Labels")):
+        raise _not_found("service", name)
+    return found
+
+
+def _own_swarm_object(client: Any, kind: str, ident: str) -> str:
+    """A network, volume, secret or config id/name; on a shared engine 404 unless it is the caller's."""
+    target = _scope(client)
+    if target.scope_account is None:
+        return ident
+    found = getattr(client.api, f"inspect_{kind}")(ident)
+    labels = found.get("Labels") if kind in ("network", "volume") else (found.get("Spec") or {}).get("Labels")
+    if not owns(target, labels):
+        raise _not_found(kind, ident)
+    return found.get("Id") or found.get("ID") or found.get("Name") or ident
+
+
+def _refuse_on_shared(client: Any, settings: Settings, what: str) -> None:
+    """Nodes carry every account's tasks: on a shared engine only the operator changes them
+    (in development the operator is the only user)."""
+    if _scope(client).scope_account is not None and settings.environment != "development":
+        raise EngineRefused("forbidden", f"{what} of a shared engine belong to its operator: refused")
 
 
 @dataclass
@@ -495,6 +549,7 @@ async def _engine(session: Session, caller: Caller, settings: Settings, cluster_
 
     def run() -> Any:
         with (docker_client(target) if timeout is None else docker_client(target, timeout=timeout)) as client:
+            client.devops_target = target
             return call(client)
 
     try:
@@ -563,6 +618,7 @@ async def update_node(cluster_id: int, node_id: str, body: NodeUpdate, session: 
     fields = body.model_fields_set
 
     def call(client: Any) -> NodePublic:
+        _refuse_on_shared(client, settings, "nodes")
         node = client.api.inspect_node(node_id)
         spec = copy.deepcopy(node.get("Spec") or {})
         if "availability" in fields:
@@ -582,6 +638,7 @@ async def remove_node(cluster_id: int, node_id: str, session: SessionDep, caller
     """Remove a node from the swarm (a node still up only with ``force``). The swarm's only
     manager is never removed: that would destroy the swarm (409, the engine is not asked)."""
     def call(client: Any) -> None:
+        _refuse_on_shared(client, settings, "nodes")
         node = client.api.inspect_node(node_id)
         if (node.get("Spec") or {}).get("Role") == "manager":
             managers = [n for n in client.api.nodes() if (n.get("Spec") or {}).get("Role") == "manager"]
@@ -637,6 +694,19 @@ def service_spec(body: ServiceCreate) -> dict[str, Any]:
     return spec
 
 
+def _check_service_networks(session: Session, account_id: int, networks: list[str]) -> None:
+    """The ``host`` network needs the account's container policy, as for templates."""
+    from api.container_specs import POLICY_HINT
+    from api.routes.containers import policy_view
+
+    allowed = policy_view(session, account_id).allow_host_network
+    session.rollback()
+    for index, network in enumerate(networks):
+        if network == "host" and not allowed:
+            raise errors.field_error(["networks", index], f"the host network is refused: {POLICY_HINT} "
+                                                          "(allow_host_network)")
+
+
 def _create_params(body: ServiceCreate) -> dict[str, Any]:
     params = body.model_dump(mode="json", exclude={"env"})
     params["env_names"] = sorted(body.env)
@@ -667,7 +737,7 @@ def _service_public(service: dict[str, Any], tasks: list[dict[str, Any]]) -> Ser
 
 
 def _service_detail(client: Any, name: str) -> ServiceDetailPublic:
-    service = client.api.inspect_service(name)
+    service = _own_service(client, name)
     tasks = _tasks_of(client, [service["ID"]])
     previous = service.get("PreviousSpec")
     return ServiceDetailPublic(service=_service_public(service, tasks), spec=_redact_spec(service.get("Spec") or {}),
@@ -681,7 +751,7 @@ def _update_service(client: Any, name: str, mutate: Callable[[dict[str, Any]], N
     """Write the service's whole spec back (changed by ``mutate``) with its current version, or
     ask Swarm to go back to its previous spec; the engine's own endpoint, not a merge done here."""
     api = client.api
-    current = api.inspect_service(name)
+    current = _own_service(client, name)
     spec = copy.deepcopy(current.get("Spec") or {})
     params: dict[str, Any] = {"version": current["Version"]["Index"]}
     if rollback:
@@ -701,19 +771,21 @@ async def list_services(cluster_id: int, session: SessionDep, caller: CurrentCal
     if live:
         def call(client: Any) -> list[ServicePublic]:
             tasks = client.api.tasks()
-            return [_service_public(s, tasks) for s in client.api.services()]
+            return [_service_public(s, tasks) for s in client.api.services(filters=scope_of(_scope(client)) or None)]
 
         rows = await _engine(session, caller, settings, cluster_id, call)
     else:
         def load() -> list[ServicePublic]:
             row = _cluster(session, caller, cluster_id)
+            shared = engine_shared(session, settings, caller.account_id, row.endpoint)
             return [ServicePublic(service_id=s.service_id, name=s.name, image=s.image, mode=s.mode,
                                   replicas=s.replicas, running_tasks=s.running_tasks,
                                   update_config=dict(s.update_config or {}), labels=dict(s.labels or {}),
                                   ports=list(s.ports or []), stack_name=s.stack_name, synced_at=s.synced_at)
                     for s in session.scalars(select(SwarmService).where(
                         SwarmService.cluster_id == row.id, SwarmService.account_id == caller.account_id)
-                        .order_by(SwarmService.name))]
+                        .order_by(SwarmService.name))
+                    if not shared or (s.labels or {}).get(ACCOUNT_LABEL) == str(caller.account_id)]
 
         rows = await run_in_threadpool(load)
     if stack:
@@ -725,18 +797,27 @@ async def list_services(cluster_id: int, session: SessionDep, caller: CurrentCal
              status_code=status.HTTP_201_CREATED)
 async def create_service(cluster_id: int, body: ServiceCreate, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> ServiceDetailPublic:
-    """``docker service create``; env values are not recorded, networks must exist (422)."""
+    """``docker service create``; env values are not recorded, networks must exist (422). The
+    service is labelled ``devops.account=<account id>``; the ``host`` network needs the account's
+    container policy (allow_host_network), like templates."""
+    await require_public_registries(settings.private_targets_allowed, (body.image, ["image"]))
+    _reserved_labels(body.labels)
+    await run_in_threadpool(_check_service_networks, session, caller.account_id, body.networks)
     spec = service_spec(body)
+    spec["Labels"][ACCOUNT_LABEL] = str(caller.account_id)
 
     def call(client: Any) -> ServiceDetailPublic:
         from docker.errors import NotFound
 
         for index, network in enumerate(body.networks):
             try:
-                client.api.inspect_network(network)
+                found = client.api.inspect_network(network)
             except NotFound:
-                raise errors.field_error(["networks", index],
-                                         f"network {network!r} does not exist on the swarm") from None
+                found = None
+            # on a shared engine another account's network does not exist either (the host
+            # network is the engine's: the policy check above decided)
+            if found is None or (found.get("Name") != "host" and not owns(_scope(client), found.get("Labels"))):
+                raise errors.field_error(["networks", index], f"network {network!r} does not exist on the swarm")
         api = client.api
         api._result(api._post_json(api._url("/services/create"), data=spec), json=True)
         return _service_detail(client, body.name)
@@ -758,6 +839,10 @@ async def update_service(cluster_id: int, name: str, body: ServiceUpdate, sessio
     """Change image, env, command, replicas, update config or labels; Swarm rolls the tasks with
     the service's update config and keeps the old spec as the previous one (for rollback)."""
     fields = body.model_fields_set
+    if "image" in fields:
+        await require_public_registries(settings.private_targets_allowed, (body.image, ["image"]))
+    if "labels" in fields:
+        _reserved_labels(body.labels or {})
 
     def mutate(spec: dict[str, Any]) -> None:
         container = spec.setdefault("TaskTemplate", {}).setdefault("ContainerSpec", {})
@@ -774,7 +859,9 @@ async def update_service(cluster_id: int, name: str, body: ServiceUpdate, sessio
         if "update_config" in fields and body.update_config is not None:
             spec["UpdateConfig"] = _update_config(body.update_config)
         if "labels" in fields:
-            spec["Labels"] = dict(body.labels or {})
+            # the service keeps its owner whatever labels are sent
+            owner = (spec.get("Labels") or {}).get(ACCOUNT_LABEL) or str(caller.account_id)
+            spec["Labels"] = {**(body.labels or {}), ACCOUNT_LABEL: owner}
 
     def call(client: Any) -> ServiceDetailPublic:
         _update_service(client, name, mutate)
@@ -820,7 +907,7 @@ async def rollback_service(cluster_id: int, name: str, session: SessionDep, call
 @router.delete("/clusters/{cluster_id}/services/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_service(cluster_id: int, name: str, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> Response:
-    await _engine(session, caller, settings, cluster_id, lambda c: c.api.remove_service(name),
+    await _engine(session, caller, settings, cluster_id, lambda c: c.api.remove_service(_own_service(c, name)["ID"]),
                   _Change("service", "remove", name, {}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -828,24 +915,27 @@ async def remove_service(cluster_id: int, name: str, session: SessionDep, caller
 @router.get("/clusters/{cluster_id}/services/{name}/logs", response_model=ServiceLogsPublic)
 async def service_logs(cluster_id: int, name: str, session: SessionDep, caller: CurrentCaller,
                        settings: SettingsDep, tail: int | None = Query(None, ge=0, le=100_000)) -> ServiceLogsPublic:
-    """stdout and stderr of the service's tasks (the last ``tail`` lines each), at most 1 MB (the end kept)."""
+    """stdout and stderr of the service's tasks (the last ``tail`` lines each), at most 1 MB (the end
+    kept), with every secret of the account masked (``***``)."""
     def call(client: Any) -> bytes:
-        client.api.inspect_service(name)  # a clear 404 first
+        service_id = _own_service(client, name)["ID"]  # a clear 404 first
         kept = b""
-        for chunk in client.api.service_logs(name, stdout=True, stderr=True, follow=False,
+        for chunk in client.api.service_logs(service_id, stdout=True, stderr=True, follow=False,
                                              tail="all" if tail is None else tail):
             kept = (kept + chunk)[-MAX_LOG_BYTES:]
         return kept
 
     raw = await _engine(session, caller, settings, cluster_id, call)
-    return ServiceLogsPublic(service=name, tail=tail, logs=raw.decode("utf-8", errors="replace"))
+    masker = await run_in_threadpool(_account_masker, session, settings, caller.account_id)
+    text = raw.decode("utf-8", errors="replace")
+    return ServiceLogsPublic(service=name, tail=tail, logs=masker.mask(text) if masker else text)
 
 
 @router.get("/clusters/{cluster_id}/services/{name}/tasks", response_model=TasksPublic)
 async def service_tasks(cluster_id: int, name: str, session: SessionDep, caller: CurrentCaller,
                         settings: SettingsDep) -> TasksPublic:
     def call(client: Any) -> list[TaskPublic]:
-        return [_task_public(t) for t in _tasks_of(client, [client.api.inspect_service(name)["ID"]])]
+        return [_task_public(t) for t in _tasks_of(client, [_own_service(client, name)["ID"]])]
 
     tasks = await _engine(session, caller, settings, cluster_id, call)
     return TasksPublic(data=tasks, count=len(tasks))
@@ -858,7 +948,8 @@ def validate_compose(text: str) -> dict[str, str]:
     """Check a compose file for ``docker stack deploy`` and answer its images by service (pure).
     Problems raise a 422 on ``compose`` (YAML errors say the line and column)."""
     try:
-        document = yaml.safe_load(text)
+        # bounded (alias bombs, depth, size): a refusal raises DocumentRefused → 413/422 on `compose`
+        document = safe_parse.load_yaml(text, ("body", "compose"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -887,6 +978,91 @@ def validate_compose(text: str) -> dict[str, str]:
                                      "every service of a stack needs an `image` (a swarm does not build images)")
         images[str(name)] = image.strip()
     return images
+
+
+def _label_map(value: Any, loc: list[Any], owner: str) -> dict[str, str]:
+    """Compose labels (a mapping or a ``KEY=value`` list) with ``devops.account`` added; keys of
+    the service's own prefix are refused (422)."""
+    if isinstance(value, list):
+        pairs = [str(item).split("=", 1) for item in value]
+        labels = {pair[0]: pair[1] if len(pair) > 1 else "" for pair in pairs}
+    elif isinstance(value, dict):
+        labels = {str(k): "" if v is None else str(v) for k, v in value.items()}
+    elif value is None:
+        labels = {}
+    else:
+        raise errors.field_error(loc, "labels are a mapping or a list of KEY=value")
+    for key in labels:
+        if key.startswith(RESERVED_LABEL_PREFIX):
+            raise errors.field_error([*loc, key], f"label keys starting with {RESERVED_LABEL_PREFIX!r} are reserved "
+                                                  "for the service")
+    return {**labels, ACCOUNT_LABEL: owner}
+
+
+def _externals(document: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(kind, key, engine name)`` of the top-level networks, volumes, secrets and configs the
+    stack uses without creating them (``external``)."""
+    found = []
+    for kind in ("networks", "volumes", "secrets", "configs"):
+        entries = document.get(kind)
+        for key, definition in entries.items() if isinstance(entries, dict) else ():
+            if not isinstance(definition, dict) or not definition.get("external"):
+                continue
+            external = definition.get("external")
+            name = (external.get("name") if isinstance(external, dict) else None) or definition.get("name") or key
+            found.append((kind, str(key), str(name)))
+    return found
+
+
+def _check_externals(client: Any, externals: list[tuple[str, str, str]]) -> None:
+    """On a shared engine a stack may only use the account's own existing objects (422 otherwise)."""
+    import docker.errors
+
+    target = _scope(client)
+    if target.scope_account is None:
+        return
+    for kind, key, name in externals:
+        if kind == "networks" and name in ("host", "ingress", "bridge", "none"):
+            continue  # the engine's own networks: the policy check decided about host
+        try:
+            found = getattr(client.api, f"inspect_{kind[:-1]}")(name)
+        except docker.errors.NotFound:
+            continue  # the CLI says it is missing
+        labels = found.get("Labels") if kind in ("networks", "volumes") else (found.get("Spec") or {}).get("Labels")
+        if not owns(target, labels):
+            raise errors.field_error(["compose", kind, key], f"external {kind[:-1]} {name!r} does not exist on "
+                                                             "the swarm")
+
+
+def _checked_compose(session: Session, account_id: int, text: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The compose file checked against the account's container policy (422 naming the service and
+    key) and returned with ``devops.account`` on every service, its containers, networks and volumes."""
+    from api.routes.containers import policy_view
+    from api.safe_parse import load_yaml
+
+    document = load_yaml(text, ("body", "compose"))
+    problems = check_compose(document, policy_view(session, account_id))
+    session.rollback()
+    if problems:
+        raise errors.unprocessable(problems)
+    owner = str(account_id)
+    for name, service in document["services"].items():
+        loc = ["compose", "services", str(name)]
+        service["labels"] = _label_map(service.get("labels"), [*loc, "labels"], owner)
+        deploy = service.get("deploy")
+        if deploy is None:
+            deploy = service["deploy"] = {}
+        if not isinstance(deploy, dict):
+            raise errors.field_error([*loc, "deploy"], "deploy is a mapping")
+        deploy["labels"] = _label_map(deploy.get("labels"), [*loc, "deploy", "labels"], owner)
+    for kind in ("networks", "volumes"):
+        for key, definition in (document.get(kind) or {}).items() if isinstance(document.get(kind), dict) else ():
+            if definition is None:
+                definition = document[kind][key] = {}
+            if isinstance(definition, dict) and not definition.get("external"):
+                definition["labels"] = _label_map(definition.get("labels"), ["compose", kind, str(key), "labels"],
+                                                  owner)
+    return yaml.safe_dump(document, sort_keys=False), _externals(document)
 
 
 def _cli_env(target: HostTarget, private_dir: str) -> dict[str, str]:
@@ -936,12 +1112,22 @@ async def deploy_stack(cluster_id: int, body: StackDeploy, session: SessionDep, 
     ``resolve_image`` is the CLI's ``--resolve-image``: ``never`` by default, since images are
     checked on the manager and no registry is assumed reachable to pin digests."""
     images = validate_compose(body.compose)
+    await require_public_registries(settings.private_targets_allowed, *(
+        (image, ["compose", "services", service, "image"]) for service, image in images.items()))
+    labelled, externals = await run_in_threadpool(_checked_compose, session, caller.account_id, body.compose)
     change = _Change("stack", "deploy", body.name, {"services": sorted(images), "images": images})
     target = await run_in_threadpool(_target_of, session, caller, settings, cluster_id)
 
     def check_images(client: Any) -> None:
         from docker.errors import ImageNotFound
 
+        if _scope(client).scope_account is not None:
+            # deploying over another account's stack of the same name would take its services
+            existing = client.api.services(filters={"label": f"{STACK_LABEL}={body.name}"})
+            if any(not owns(_scope(client), (s.get("Spec") or {}).get("Labels")) for s in existing):
+                raise EngineRefused("conflict", f"a stack named {body.name!r} exists on this shared engine and is "
+                                                "not this account's: choose another name")
+        _check_externals(client, externals)
         for service, image in images.items():
             try:
                 client.api.inspect_image(image)
@@ -953,7 +1139,7 @@ async def deploy_stack(cluster_id: int, body: StackDeploy, session: SessionDep, 
 
     await _engine(session, caller, settings, cluster_id, check_images)
     done = await run_in_threadpool(_run_cli, target, ["stack", "deploy", "--resolve-image", body.resolve_image,
-                                                      "-c", "{compose}", body.name], body.compose)
+                                                      "-c", "{compose}", body.name], labelled)
     if done.returncode != 0:
         # The manager answered just before: the CLI refusing is about the file or its services.
         message = " ".join((done.stderr or done.stdout or "docker stack deploy failed").split())[-2000:]
@@ -986,8 +1172,8 @@ async def list_stacks(cluster_id: int, session: SessionDep, caller: CurrentCalle
 
     rows = await run_in_threadpool(load)
     if live:
-        found = await _engine(session, caller, settings, cluster_id,
-                              lambda c: c.api.services(filters={"label": STACK_LABEL}))
+        found = await _engine(session, caller, settings, cluster_id, lambda c: c.api.services(
+            filters={"label": [STACK_LABEL, *scope_of(_scope(c)).get("label", [])]}))
         by_stack: dict[str, list[str]] = {}
         for service in found:
             spec = service.get("Spec") or {}
@@ -1003,7 +1189,8 @@ async def show_stack(cluster_id: int, name: str, session: SessionDep, caller: Cu
                      settings: SettingsDep) -> StackDetailPublic:
     """The stack (its compose file when we deployed it), its services and their tasks, live."""
     def call(client: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        services = client.api.services(filters={"label": f"{STACK_LABEL}={name}"})
+        services = client.api.services(filters={"label": [f"{STACK_LABEL}={name}",
+                                                          *scope_of(_scope(client)).get("label", [])]})
         return services, _tasks_of(client, [s["ID"] for s in services])
 
     row = await run_in_threadpool(lambda: _stack_row(session, caller, _cluster(session, caller, cluster_id).id, name))
@@ -1023,8 +1210,14 @@ async def remove_stack(cluster_id: int, name: str, session: SessionDep, caller: 
     """``docker stack rm``: its services, networks, secrets and configs go (the engine finishes
     removing networks shortly after), and so does our row."""
     row = await run_in_threadpool(lambda: _stack_row(session, caller, _cluster(session, caller, cluster_id).id, name))
-    found = await _engine(session, caller, settings, cluster_id,
-                          lambda c: c.api.services(filters={"label": f"{STACK_LABEL}={name}"}))
+    def listed(client: Any) -> list[dict[str, Any]]:
+        services = client.api.services(filters={"label": f"{STACK_LABEL}={name}"})
+        if any(not owns(_scope(client), (s.get("Spec") or {}).get("Labels")) for s in services):
+            # another account's services carry this stack name: `stack rm` would remove them
+            raise _not_found("stack", name)
+        return services
+
+    found = await _engine(session, caller, settings, cluster_id, listed)
     if row is None and not found:
         raise errors.not_found("stack")
     change = _Change("stack", "remove", name, {})
@@ -1094,7 +1287,8 @@ def _network_public(found: dict[str, Any]) -> NetworkPublic:
 @router.get("/clusters/{cluster_id}/networks", response_model=NetworksPublic)
 async def list_networks(cluster_id: int, session: SessionDep, caller: CurrentCaller, settings: SettingsDep,
                         scope: str | None = Query(None, pattern="^(swarm|local)$")) -> NetworksPublic:
-    found = await _engine(session, caller, settings, cluster_id, lambda c: c.api.networks())
+    found = await _engine(session, caller, settings, cluster_id,
+                          lambda c: c.api.networks(filters=scope_of(_scope(c)) or None))
     rows = [_network_public(n) for n in found if scope is None or n.get("Scope") == scope]
     return NetworksPublic(data=rows, count=len(rows))
 
@@ -1103,11 +1297,14 @@ async def list_networks(cluster_id: int, session: SessionDep, caller: CurrentCal
 async def create_network(cluster_id: int, body: SwarmNetworkCreate, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> NetworkPublic:
     """An overlay network (attachable by default, so plain containers can join it too)."""
+    _reserved_labels(body.labels)
+
     def call(client: Any) -> NetworkPublic:
         if any(n.get("Name") == body.name for n in client.api.networks(names=[body.name])):
             raise EngineRefused("conflict", f"a network named {body.name!r} already exists on the swarm")
         created = client.api.create_network(body.name, driver=body.driver, attachable=body.attachable,
-                                            internal=body.internal, labels=dict(body.labels),
+                                            internal=body.internal,
+                                            labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)},
                                             scope="swarm" if body.driver == "overlay" else None)
         # The manager allocates a new overlay network a moment after answering: until then its
         # inspect shows no driver yet.
@@ -1125,7 +1322,8 @@ async def create_network(cluster_id: int, body: SwarmNetworkCreate, session: Ses
 @router.delete("/clusters/{cluster_id}/networks/{network_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_network(cluster_id: int, network_id: str, session: SessionDep, caller: WriterCaller,
                          settings: SettingsDep) -> Response:
-    await _engine(session, caller, settings, cluster_id, lambda c: c.api.remove_network(network_id),
+    await _engine(session, caller, settings, cluster_id,
+                  lambda c: c.api.remove_network(_own_swarm_object(c, "network", network_id)),
                   _Change("network", "remove", network_id, {}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -1140,15 +1338,29 @@ def _volume_public(found: dict[str, Any]) -> VolumePublic:
 async def list_volumes(cluster_id: int, session: SessionDep, caller: CurrentCaller,
                        settings: SettingsDep) -> VolumesPublic:
     """The manager node's volumes (Swarm volumes are per node)."""
-    found = await _engine(session, caller, settings, cluster_id, lambda c: c.api.volumes().get("Volumes") or [])
+    found = await _engine(session, caller, settings, cluster_id,
+                          lambda c: c.api.volumes(filters=scope_of(_scope(c)) or None).get("Volumes") or [])
     return VolumesPublic(data=[_volume_public(v) for v in found], count=len(found))
 
 
 @router.post("/clusters/{cluster_id}/volumes", response_model=VolumePublic, status_code=status.HTTP_201_CREATED)
 async def create_volume(cluster_id: int, body: VolumeCreate, session: SessionDep, caller: WriterCaller,
                         settings: SettingsDep) -> VolumePublic:
+    _reserved_labels(body.labels)
+
     def call(client: Any) -> VolumePublic:
-        return _volume_public(client.api.create_volume(body.name, driver=body.driver, labels=dict(body.labels)))
+        import docker.errors
+
+        if _scope(client).scope_account is not None:
+            # creating an existing volume answers it: never hand another account's volume over
+            try:
+                client.api.inspect_volume(body.name)
+            except docker.errors.NotFound:
+                pass
+            else:
+                raise EngineRefused("conflict", f"a volume named {body.name!r} already exists on the swarm")
+        return _volume_public(client.api.create_volume(body.name, driver=body.driver,
+                                                       labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)}))
 
     return await _engine(session, caller, settings, cluster_id, call,
                          _Change("volume", "create", body.name, body.model_dump()))
@@ -1157,7 +1369,8 @@ async def create_volume(cluster_id: int, body: VolumeCreate, session: SessionDep
 @router.delete("/clusters/{cluster_id}/volumes/{name}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_volume(cluster_id: int, name: str, session: SessionDep, caller: WriterCaller,
                         settings: SettingsDep, force: bool = False) -> Response:
-    await _engine(session, caller, settings, cluster_id, lambda c: c.api.remove_volume(name, force=force),
+    await _engine(session, caller, settings, cluster_id,
+                  lambda c: c.api.remove_volume(_own_swarm_object(c, "volume", name), force=force),
                   _Change("volume", "remove", name, {"force": force}))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -1190,17 +1403,20 @@ def _object_routes(kind: str) -> None:
 
     async def list_objects(cluster_id: int, session: SessionDep, caller: CurrentCaller,
                            settings: SettingsDep) -> SwarmObjectsPublic:
-        found = await _engine(session, caller, settings, cluster_id, lambda c: getattr(c.api, plural)())
+        found = await _engine(session, caller, settings, cluster_id,
+                              lambda c: getattr(c.api, plural)(filters=scope_of(_scope(c)) or None))
         rows = sorted((_object_public(o) for o in found), key=lambda o: o.name)
         return SwarmObjectsPublic(data=rows, count=len(rows))
 
     async def create_object(cluster_id: int, request: Request, session: SessionDep, caller: WriterCaller,
                             settings: SettingsDep) -> SwarmObjectPublic:
         body = await _object_body(request)
+        _reserved_labels(body.labels)
 
         def call(client: Any) -> SwarmObjectPublic:
             creator = getattr(client.api, f"create_{kind}")
-            created = creator(body.name, body.data.encode(), labels=dict(body.labels))
+            created = creator(body.name, body.data.encode(),
+                              labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)})
             return _object_public(getattr(client.api, f"inspect_{kind}")(created["ID"]))
 
         # the data is never part of the record: only its size
@@ -1209,7 +1425,8 @@ def _object_routes(kind: str) -> None:
 
     async def remove_object(cluster_id: int, object_id: str, session: SessionDep, caller: WriterCaller,
                             settings: SettingsDep) -> Response:
-        await _engine(session, caller, settings, cluster_id, lambda c: getattr(c.api, f"remove_{kind}")(object_id),
+        await _engine(session, caller, settings, cluster_id,
+                      lambda c: getattr(c.api, f"remove_{kind}")(_own_swarm_object(c, kind, object_id)),
                       _Change(kind, "remove", object_id, {}))
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 

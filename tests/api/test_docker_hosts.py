@@ -72,6 +72,12 @@ def describe(stack, workflow_id: str):
     return stack.infra.run(go())
 
 
+@pytest.fixture
+def allow_tmp_sockets(stack, monkeypatch, tmp_path):
+    """Local sockets need the operator's engine allowlist: let this test's dead sockets in."""
+    monkeypatch.setattr(stack.settings, "engine_allowlist", [*stack.settings.engine_allowlist, f"unix://{tmp_path}/*"])
+
+
 def dead_socket(tmp_path) -> str:
     """A path that is a unix socket nobody listens on any more: connections are refused."""
     path = tmp_path / "dead.sock"
@@ -84,7 +90,7 @@ def dead_socket(tmp_path) -> str:
 # ---- CRUD and validation ---------------------------------------------------------------------------
 
 
-def test_host_crud_validation_and_test_connection(stack, engine, tmp_path):
+def test_host_crud_validation_and_test_connection(stack, engine, tmp_path, allow_tmp_sockets):
     client = stack.account().client
     host = make_host(client, environment="staging", sync_interval_seconds=120, tls_ca="-----BEGIN CERTIFICATE-----")
     assert host["status"] == "pending" and host["environment"] == "staging" and host["tls_configured"] is True
@@ -129,15 +135,17 @@ def test_host_crud_validation_and_test_connection(stack, engine, tmp_path):
     assert client.get(f"/docker/hosts/{host['id']}").status_code == 404
 
 
-def test_private_tcp_endpoints_follow_the_private_targets_rule(stack):
+def test_private_tcp_endpoints_follow_the_private_targets_rule(stack, monkeypatch):
     client = stack.account().client
+    # an empty engine allowlist accepts remote engines (loopback ones are local: tests/api/test_isolation_engines.py)
+    monkeypatch.setattr(stack.settings, "engine_allowlist", [])
     stack.settings.notify_allow_private_targets = False  # the running API reads this very object
     try:
-        response = client.post("/docker/hosts", json={"name": "lan", "endpoint": "tcp://127.0.0.1:2375"})
+        response = client.post("/docker/hosts", json={"name": "lan", "endpoint": "tcp://10.255.255.1:2375"})
         assert response.status_code == 422 and "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS" in response.text
     finally:
         stack.settings.notify_allow_private_targets = True
-    response = client.post("/docker/hosts", json={"name": "lan", "endpoint": "tcp://127.0.0.1:2375",
+    response = client.post("/docker/hosts", json={"name": "lan", "endpoint": "tcp://10.255.255.1:2375",
                                                   "auto_sync": False})
     assert response.status_code == 201, response.text
 
@@ -188,7 +196,8 @@ def test_sync_workflow_starts_on_create_follows_patches_and_stops_on_delete(stac
     # the first round runs at once
     shown = wait_until(lambda: (h := client.get(f"/docker/hosts/{host['id']}").json())["status"] == "connected"
                        and h)
-    assert shown["metrics"]["docker_version"] and shown["metrics"]["cpus"] >= 1 and shown["images"] > 0
+    # the engine is shared (allowlisted): none of its images is this new account's
+    assert shown["metrics"]["docker_version"] and shown["metrics"]["cpus"] >= 1 and shown["images"] == 0
 
     assert client.patch(f"/docker/hosts/{host['id']}", json={"sync_interval_seconds": 45}).status_code == 200
 
@@ -229,13 +238,16 @@ def _row_marks(stack, host_id: int, ids: set[str]) -> dict[str, tuple]:
 # their xdist group (never beside them), and looks for a quiet round a little longer.
 @pytest.mark.xdist_group("swarm")
 def test_sync_of_50_containers_then_an_unchanged_round_writes_nothing(stack, engine, image, label):
-    client = stack.account().client
+    account = stack.account()
+    client = account.client
     # auto_sync off: an automatic first round racing the creations below would take some of them
     host = make_host(client, auto_sync=False)
     ids = set()
     for i in range(50):
+        # the engine is shared: a round stores the account's own (labelled) containers only
         created = engine.api.create_container(image, command=["true"], name=f"sync-{label}-{i}",
-                                              labels={"devops-test-hosts": label, "index": str(i)})
+                                              labels={"devops-test-hosts": label, "index": str(i),
+                                                      "devops.account": str(account.id)})
         ids.add(created["Id"])
     first = sync(client, host["id"])
     assert first["ok"] is True and first["containers"]["created"] >= 50 and first["rows_written"] >= 50
@@ -281,7 +293,7 @@ def test_sync_of_50_containers_then_an_unchanged_round_writes_nothing(stack, eng
     assert client.delete(f"/docker/hosts/{host['id']}").status_code == 204
 
 
-def test_dead_socket_reaches_error_after_5_rounds_and_recovers(stack, tmp_path):
+def test_dead_socket_reaches_error_after_5_rounds_and_recovers(stack, tmp_path, allow_tmp_sockets):
     client = stack.account().client
     host = make_host(client, endpoint=dead_socket(tmp_path), auto_sync=True, sync_interval_seconds=3600)
     # the workflow's first round, at once
@@ -414,7 +426,7 @@ def test_images_build_tag_remove_and_networks_volumes(stack, engine, image, labe
 
     volume = client.post(f"{base}/volumes", json={"name": f"vol-{label}", "labels": {"devops-test-hosts": label}})
     assert volume.status_code == 201, volume.text
-    assert client.get(f"{base}/volumes/vol-{label}").json()["labels"] == {"devops-test-hosts": label}
+    assert client.get(f"{base}/volumes/vol-{label}").json()["labels"]["devops-test-hosts"] == label
     assert any(v["name"] == f"vol-{label}" for v in client.get(f"{base}/volumes").json()["data"])
     assert client.delete(f"{base}/volumes/vol-{label}").status_code == 204
     assert client.get(f"{base}/volumes/vol-{label}").status_code == 404
@@ -423,7 +435,7 @@ def test_images_build_tag_remove_and_networks_volumes(stack, engine, image, labe
                        "volume.create", "volume.remove"}
 
 
-def test_engine_unreachable_answers_502(stack, tmp_path):
+def test_engine_unreachable_answers_502(stack, tmp_path, allow_tmp_sockets):
     client = stack.account().client
     host = make_host(client, endpoint=dead_socket(tmp_path))
     for path in ("/containers?live=true", "/networks", "/volumes", "/images?live=true"):
@@ -463,7 +475,14 @@ def test_registry_crud_push_list_pull_and_delete_tag(stack, engine, image, label
     host = make_host(client)
     base = f"/docker/hosts/{host['id']}"
     repository = f"devops-test/pushed-{label}"
-    pushed = client.post(f"{base}/images/push", json={"image": image, "registry_id": registry["id"],
+    # the engine is shared: only the account's own (built) images may be pushed
+    own = f"devops-test/own-{label}:1"
+    built = client.post(f"{base}/images/build", params={"tag": own}, content=_context(f"FROM {image}\n"),
+                        headers={"Content-Type": "application/x-tar"})
+    assert built.status_code == 200, built.text
+    assert client.post(f"{base}/images/push", json={"image": image, "registry_id": registry["id"],
+                                                    "repository": repository, "tag": "v1"}).status_code == 404
+    pushed = client.post(f"{base}/images/push", json={"image": own, "registry_id": registry["id"],
                                                       "repository": repository, "tag": "v1"})
     assert pushed.status_code == 200, pushed.text
     assert pushed.json()["detail"].startswith("sha256:")
@@ -490,10 +509,11 @@ def test_registry_crud_push_list_pull_and_delete_tag(stack, engine, image, label
         assert client.delete(f"/docker/registries/{registry['id']}/repositories/{repository}/tags/v1"
                              ).status_code == 404
     finally:
-        try:
-            engine.images.remove(local_ref)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        for reference in (local_ref, own):
+            try:
+                engine.images.remove(reference)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
     actions = [(a["action"], a["result"]) for a in client.get("/docker/activities").json()["data"]]
     assert ("image.push", "success") in actions and ("image.pull", "success") in actions
     assert ("registry.tag.delete", "success") in actions and ("registry.test", "success") in actions

@@ -165,7 +165,7 @@ def not_a_manager() -> Iterator[str]:
 # ---- clusters ---------------------------------------------------------------------------------------
 
 
-def test_cluster_crud_validation_and_test_connection(stack, engine, tmp_path, not_a_manager):
+def test_cluster_crud_validation_and_test_connection(stack, engine, tmp_path, not_a_manager, monkeypatch):
     client = stack.account().client
     cluster = make_cluster(client, environment="staging", sync_interval_seconds=120,
                            tls_ca="-----BEGIN CERTIFICATE-----")
@@ -193,6 +193,9 @@ def test_cluster_crud_validation_and_test_connection(stack, engine, tmp_path, no
     assert tested.json()["swarm_id"] == swarm["ID"] and tested.json()["managers"] >= 1
     assert client.get(f"/swarm/clusters/{cluster['id']}").json()["swarm_id"] == swarm["ID"]
 
+    # a loopback endpoint is a local engine: it needs the operator's allowlist
+    monkeypatch.setattr(stack.settings, "engine_allowlist",
+                        [*stack.settings.engine_allowlist, "tcp://127.0.0.1:1", not_a_manager])
     dead = make_cluster(client, endpoint="tcp://127.0.0.1:1")
     failed = client.post(f"/swarm/clusters/{dead['id']}/test")
     assert failed.status_code == 200 and failed.json()["ok"] is False
@@ -259,8 +262,10 @@ def test_sync_workflow_lifecycle_and_an_unchanged_round_writes_nothing(stack, en
                               .where(SwarmNode.cluster_id == cluster["id"])) == 0
 
 
-def test_unreachable_manager_reaches_error_after_5_rounds(stack):
+def test_unreachable_manager_reaches_error_after_5_rounds(stack, monkeypatch):
     client = stack.account().client
+    # a loopback endpoint is a local engine: it needs the operator's allowlist
+    monkeypatch.setattr(stack.settings, "engine_allowlist", [*stack.settings.engine_allowlist, "tcp://127.0.0.1:1"])
     cluster = make_cluster(client, endpoint="tcp://127.0.0.1:1")
     for failures in range(1, 6):
         round_ = client.post(f"/swarm/clusters/{cluster['id']}/sync").json()
@@ -273,7 +278,7 @@ def test_unreachable_manager_reaches_error_after_5_rounds(stack):
 # ---- nodes ------------------------------------------------------------------------------------------
 
 
-def test_nodes_inspect_label_drain_and_the_only_manager_is_never_removed(stack, engine, label):
+def test_nodes_inspect_label_drain_and_the_only_manager_is_never_removed(stack, engine, label, monkeypatch):
     client = stack.account().client
     cluster = make_cluster(client)
     base = f"/swarm/clusters/{cluster['id']}"
@@ -285,6 +290,10 @@ def test_nodes_inspect_label_drain_and_the_only_manager_is_never_removed(stack, 
     assert client.get(f"{base}/nodes/nope").status_code == 404
 
     labels = {**node["labels"], LABEL: label}
+    # the local engine is shared: its nodes are the operator's, changed by accounts only in development
+    refused = client.patch(f"{base}/nodes/{node['node_id']}", json={"labels": labels})
+    assert refused.status_code == 403 and "operator" in refused.json()["detail"], refused.text
+    monkeypatch.setattr(stack.settings, "environment", "development")
     labelled = client.patch(f"{base}/nodes/{node['node_id']}", json={"labels": labels})
     assert labelled.status_code == 200 and labelled.json()["labels"][LABEL] == label, labelled.text
     try:
@@ -304,6 +313,7 @@ def test_nodes_inspect_label_drain_and_the_only_manager_is_never_removed(stack, 
     assert engine.nodes.get(node["node_id"]).attrs["Spec"]["Role"] == "manager"
     recorded = [(e["action"], e["result"]) for e in events(client, cluster["id"], source="api", type="node")]
     assert recorded[0] == ("remove", "failure") and recorded.count(("update", "success")) == 4
+    assert recorded.count(("update", "failure")) == 1  # the refusal outside development
 
 
 # ---- services -----------------------------------------------------------------------------------------

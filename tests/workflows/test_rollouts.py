@@ -81,11 +81,14 @@ class Swarm:
         self.network = network
         self.names: list[str] = []
 
-    def service(self, image: str, replicas: int = 2) -> str:
+    def service(self, image: str, replicas: int = 2, account: int | None = None) -> str:
+        """A service of ``account``: the local engine is shared, so a rollout reaches only services
+        labelled with the caller's account."""
         name = f"ro-{uuid.uuid4().hex[:6]}"
         self.names += [name, f"{name}-canary", f"{name}-green"]
         self.client.services.create(image, name=name, networks=[self.network],
-                                    mode=ServiceMode("replicated", replicas=replicas))
+                                    mode=ServiceMode("replicated", replicas=replicas),
+                                    labels={"devops.account": str(account)} if account is not None else None)
         wait_for(lambda: self.running(name) >= replicas, timeout=60, interval=0.3,
                  message=f"{name} to run {replicas} healthy tasks")
         return name
@@ -195,7 +198,7 @@ def test_a_canary_that_passes_analysis_is_promoted_through_the_api_and_stable_ru
         stack, swarm, images, docker_client):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=2)
+    service = swarm.service(images["v1"], replicas=2, account=acct.id)
     created = deploy(acct, cluster, service, images["v2"], steps=[
         {"set_weight": 50},
         {"analysis": {"interval": 1, "count": 2, "failure_limit": 0, "http": {"port": 8080, "path": "/"}}},
@@ -239,7 +242,7 @@ def test_a_canary_that_passes_analysis_is_promoted_through_the_api_and_stable_ru
 def test_a_bad_revision_fails_analysis_removes_the_canary_and_leaves_stable_untouched(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     before = swarm.get(service).attrs
     created = deploy(acct, cluster, service, images["bad"], steps=[
         {"set_weight": 50}, {"analysis": {"interval": 1, "count": 15, "failure_limit": 0}}, {"pause": {}}])
@@ -258,7 +261,7 @@ def test_a_bad_revision_fails_analysis_removes_the_canary_and_leaves_stable_unto
 def test_abort_during_a_pause_removes_the_canary_and_refusals_say_why(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     created = deploy(acct, cluster, service, images["v2"], steps=[{"set_weight": 50}, {"pause": {}}])
     url = f"/swarm/deployments/{created['id']}"
     early = acct.client.post(f"{url}/promote")  # still starting or scaling: nothing to promote yet
@@ -286,7 +289,7 @@ def test_abort_during_a_pause_removes_the_canary_and_refusals_say_why(stack, swa
 def test_pause_and_resume_hold_a_canary_between_steps(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     created = deploy(acct, cluster, service, images["v2"],
                      steps=[{"pause": {"duration": 3}}, {"set_weight": 50}, {"pause": {}}])
     url = f"/swarm/deployments/{created['id']}"
@@ -311,7 +314,7 @@ def test_pause_and_resume_hold_a_canary_between_steps(stack, swarm, images):
 def test_blue_green_moves_the_alias_to_green_and_scales_blue_to_zero(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=2)
+    service = swarm.service(images["v1"], replicas=2, account=acct.id)
     created = deploy(acct, cluster, service, images["v2"], strategy="blue_green", blue_green={
         "auto_promotion_seconds": 1, "scale_down_delay_seconds": 1,
         "pre_promotion_analysis": {"interval": 1, "count": 2},
@@ -332,7 +335,7 @@ def test_blue_green_moves_the_alias_to_green_and_scales_blue_to_zero(stack, swar
 def test_blue_green_switches_back_when_the_post_promotion_analysis_fails(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     created = deploy(acct, cluster, service, images["bad"], strategy="blue_green", blue_green={
         "auto_promotion_seconds": 0, "scale_down_delay_seconds": 1,
         "post_promotion_analysis": {"interval": 1, "count": 15}})
@@ -354,7 +357,7 @@ def test_a_rolling_update_is_start_first_and_a_rollback_goes_to_an_earlier_revis
         stack, swarm, images, docker_client):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=2)
+    service = swarm.service(images["v1"], replicas=2, account=acct.id)
     created = deploy(acct, cluster, service, images["v2"], strategy="rolling",
                      rolling={"parallelism": 1, "delay": 0, "monitor": 1})
     refused = acct.client.post(f"/swarm/deployments/{created['id']}/promote")
@@ -386,7 +389,7 @@ def test_a_rolling_update_is_start_first_and_a_rollback_goes_to_an_earlier_revis
 def test_bad_requests_answer_422_naming_the_field_and_other_accounts_get_404(stack, swarm, images):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
 
     def problem(**body):
         payload = {"cluster_id": cluster, "service": service, "image": images["v2"], "strategy": "canary",
@@ -435,7 +438,7 @@ def test_a_worker_killed_during_a_pause_resumes_the_rollout_at_its_step(
     try:
         acct = stack.account()
         cluster = add_cluster(stack, acct)
-        service = swarm.service(images["v1"], replicas=1)
+        service = swarm.service(images["v1"], replicas=1, account=acct.id)
         created = deploy(acct, cluster, service, images["v2"], steps=[{"set_weight": 50}, {"pause": {}}])
         paused = wait_status(acct, created["id"], {"paused", "failed"}, timeout=120)
         assert paused["status"] == "paused", (paused["error"], paused["state"])
@@ -467,7 +470,7 @@ def test_a_worker_killed_during_a_pause_resumes_the_rollout_at_its_step(
 def test_a_deploy_step_runs_the_rollout_as_a_child_after_an_approval_gate(stack, swarm, images, docker_client):
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     admin = acct.client.get("/users/me").json()["email"]
     bad = acct.client.post("/pipelines", json={"name": f"p-{uuid.uuid4().hex[:6]}", "steps": [
         {"id": "ship", "type": "deploy", "with": {"cluster": cluster, "service": service, "image": images["v2"],
@@ -546,7 +549,7 @@ def test_a_prometheus_analysis_gates_canaries(stack, swarm, images, docker_clien
     _prometheus_has_data(stack)
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
 
     def analysis(prometheus):
         return {"analysis": {"metrics": [{"name": "up", "provider": "prometheus", "interval": 1, "count": 2,
@@ -576,7 +579,7 @@ def test_a_deploy_step_can_have_its_canary_promotion_approved_in_the_pipeline(st
     gate (the existing mechanism: recipients, decisions, expiry); approved → promoted."""
     acct = stack.account()
     cluster = add_cluster(stack, acct)
-    service = swarm.service(images["v1"], replicas=1)
+    service = swarm.service(images["v1"], replicas=1, account=acct.id)
     admin = acct.client.get("/users/me").json()["email"]
     refused = acct.client.post("/pipelines", json={"name": f"p-{uuid.uuid4().hex[:6]}", "steps": [
         {"id": "ship", "type": "deploy", "with": {"cluster": cluster, "service": service, "image": images["v2"],
