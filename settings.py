@@ -64,10 +64,18 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(20, ge=1, description="failed authentications per client address per window "
                                                           "before 429")
     auth_failure_window_seconds: float = Field(60.0, gt=0)
+    trusted_proxies: str = Field(
+        "", description="comma-separated addresses of reverse proxies whose X-Forwarded-For names the client "
+                        "(`make up` passes it to uvicorn --forwarded-allow-ips); empty: the socket peer is the client")
     docs_enabled: bool | None = Field(None, description="serve /docs, /redoc and /openapi.json; empty: on unless "
                                                         "DEVOPS_ENVIRONMENT=production")
     workspace_retention_hours: float = Field(
         24.0, ge=0, description="a finished run's workspace is removed this long after the run ended")
+    default_step_image: str = Field(
+        "", description="the image of `run_tests`/`custom` steps that run in a container because the shell "
+                        "executor is off and name neither `with.image` nor `with.template`")
+    workspace_sweep_interval_seconds: float = Field(
+        300.0, gt=0, description="how often each worker removes workspaces past workspace_retention_hours")
     prometheus_url: str = Field("", description="Prometheus for rollout analyses (`provider: prometheus`); "
                                                 "empty: such metrics are inconclusive")
     step_log_cap_bytes: int = 2_000_000

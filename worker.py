@@ -31,6 +31,7 @@ from activities.schedules import ScheduleActivities
 from activities.steps import StepActivities
 from activities.swarm import SwarmActivities
 from activities.webhooks import WebhookActivities
+from activities.workspaces import sweep_workspaces
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
 from workflows.container_execution import ContainerExecutionWorkflow
@@ -71,7 +72,7 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom,
                        git_steps.create_branch, git_steps.create_pr, git_steps.post_comment,
                        container_steps.prepare, container_steps.collect, container_steps.upload_artifact,
-                       container_steps.download_artifact]
+                       container_steps.download_artifact, steps.remove_workspace]
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
               "default_heartbeat_throttle_interval": timedelta(seconds=1)}
@@ -120,10 +121,26 @@ async def sweep_container_orphans(settings: Settings) -> None:
         logging.getLogger("worker").info("removed orphaned containers: %s", ", ".join(removed))
 
 
+async def sweep_workspaces_forever(settings: Settings) -> None:
+    """At start and every ``workspace_sweep_interval_seconds``: remove the workspaces of runs
+    finished longer than ``workspace_retention_hours`` ago (see ``activities.workspaces``)."""
+    log = logging.getLogger("worker")
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    while True:
+        try:
+            removed = await asyncio.to_thread(sweep_workspaces, settings, sessions)
+            if removed:
+                log.info("removed the workspaces of finished runs: %s", ", ".join(map(str, removed)))
+        except Exception as exc:  # noqa: BLE001 - a failed sweep is retried at the next interval
+            log.warning("workspace sweep failed: %s", exc)
+        await asyncio.sleep(settings.workspace_sweep_interval_seconds)
+
+
 async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
     client = await connect(settings)
     workers = build_workers(client, settings, labels)
     sweep = asyncio.create_task(sweep_container_orphans(settings)) if not labels else None
+    janitor = asyncio.create_task(sweep_workspaces_forever(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +155,7 @@ async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
     await asyncio.gather(*(w.shutdown() for w in workers))
     if sweep is not None and not sweep.done():
         sweep.cancel()
+    janitor.cancel()
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ instance's end into the step's result and reads ``$DEVOPS_OUTPUT``.
 
 The run's workspace is bind-mounted at ``/workspace`` (the only bind mount a step gets without
 the account policy: it is ours), ``working_directory`` is inside it, and ``$DEVOPS_OUTPUT`` works
-as on the shell executor. The container runs as the user that owns the workspace (the worker's),
+as on the shell executor. The container runs as the user that owns the workspace (the account's
+step uid when the worker is root, see ``activities.workspaces``; never 0 just because the worker is),
 unless the template or ``with.user`` says otherwise, with every capability dropped,
 no-new-privileges and a read-only root filesystem like any container here.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ from activities.artifact_store import ArtifactError, ArtifactNotFound, ArtifactS
 from activities.containers import container_name
 from activities.masking import Masker
 from activities.steps import StepActivities, StepInput, StepResult, _inside, _read_outputs, step_failed
+from activities.workspaces import STEP_STATE_DIR, container_user, fresh_file_beneath, hand_over, step_user
 from db.models import Artifact, ContainerInstance, ContainerTemplate, PipelineRun
 from workflows.container_execution import container_workflow_id
 
@@ -85,16 +86,14 @@ class ContainerStepActivities(StepActivities):
             if existing is not None:  # a retry of this activity: the first try's instance
                 return ContainerStepPlan(existing.id, container_workflow_id(existing.id), existing.status == "queued")
             template = self._template(session, inp.account_id, params)
-            workspace = self.workspace(inp.run_id)
-            os.chmod(workspace, 0o777)  # noqa: S103 - the container user must be able to write its workspace
+            # The container runs as the workspace's owner (the step uid), so the workspace stays
+            # 0700 and still takes what the container writes.
+            user = step_user(self._settings, inp.account_id)
+            workspace = self.workspace(inp.run_id, inp.account_id)
             cwd = _inside(workspace, params.get("working_directory", "."), "working_directory")
             cwd.mkdir(parents=True, exist_ok=True)
-            state_dir = workspace / ".devops"
-            state_dir.mkdir(exist_ok=True)
-            os.chmod(state_dir, 0o777)  # noqa: S103
-            output_file = state_dir / f"output-{inp.step_id}-{inp.attempt}"
-            output_file.write_text("")
-            os.chmod(output_file, 0o666)  # noqa: S103
+            output_file = fresh_file_beneath(workspace, f"{STEP_STATE_DIR}/output-{inp.step_id}-{inp.attempt}", user)
+            hand_over(workspace, user)
 
             env, secret_env = self._container_env(inp)
             env.update({"DEVOPS_OUTPUT": f"{WORKSPACE_MOUNT}/.devops/{output_file.name}",
@@ -106,9 +105,10 @@ class ContainerStepActivities(StepActivities):
             overrides["secret_env"] = secret_env
             overrides["working_dir"] = f"{WORKSPACE_MOUNT}/{cwd.relative_to(workspace)}".rstrip("/.") or WORKSPACE_MOUNT
             if "user" not in overrides and (template is None or template.user == "65534:65534"):
-                overrides["user"] = f"{os.getuid()}:{os.getgid()}"
+                overrides["user"] = container_user(self._settings, inp.account_id)
             spec = resolve_spec(template_spec(template) if template else None, overrides)
-            problems = check_spec(spec, policy_view(session, inp.account_id))
+            problems = check_spec(spec, policy_view(session, inp.account_id),
+                                  allow_private_registries=self._settings.private_targets_allowed)
             if problems:
                 raise step_failed("the container settings are not valid: " + "; ".join(
                     f"{'.'.join(str(p) for p in problem['loc'][1:])}: {problem['msg']}" for problem in problems))
@@ -225,7 +225,7 @@ class ContainerStepActivities(StepActivities):
 
     def _upload(self, inp: StepInput) -> StepResult:
         name = _artifact_name(inp.params.get("name"))
-        workspace = self.workspace(inp.run_id)
+        workspace = self.workspace(inp.run_id, inp.account_id)
         source = _inside(workspace, inp.params.get("path", "."), "path")
         if not source.exists():
             raise step_failed(f"`with.path` {inp.params.get('path')!r} does not exist in the workspace")
@@ -272,7 +272,7 @@ class ContainerStepActivities(StepActivities):
             if row is None:
                 raise step_failed(f"run {source_run} has no artifact named '{name}'")
             key = row.store_key
-        workspace = self.workspace(inp.run_id)
+        workspace = self.workspace(inp.run_id, inp.account_id)
         dest = _inside(workspace, inp.params.get("path", "."), "path")
         dest.mkdir(parents=True, exist_ok=True)
         try:

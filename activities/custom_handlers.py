@@ -78,7 +78,10 @@ async def checksum(ctx: CustomStepContext) -> dict[str, Any]:
     for pattern in patterns:
         if not isinstance(pattern, str) or pattern.startswith("/") or ".." in Path(pattern).parts:
             raise CustomStepFailed(f"checksum: path pattern {pattern!r} must be relative to the workspace")
-        files.update(p for p in root.glob(pattern) if p.is_file() and ".git" not in p.relative_to(root).parts
+        # A link is skipped: the worker reads these files, and a step's link could point at
+        # another account's workspace or the data directory.
+        files.update(p for p in root.glob(pattern) if p.is_file() and not p.is_symlink()
+                     and root in p.resolve().parents and ".git" not in p.relative_to(root).parts
                      and ".devops" not in p.relative_to(root).parts)
     digest = hashlib.sha256()
     for path in sorted(files):

@@ -15,13 +15,11 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -38,6 +36,19 @@ from temporalio.exceptions import ApplicationError
 
 from activities.custom_handlers import CustomStepContext, CustomStepFailed, custom_handler, handler_names
 from activities.masking import Masker
+from activities.network_targets import literal_address, parse_git_remote, repository_check, url_problem
+from activities.workspaces import (
+    STEP_STATE_DIR,
+    WorkspaceUnreachable,
+    dir_beneath,
+    fresh_file_beneath,
+    hand_over,
+    make_workspace,
+    read_beneath,
+    remove_workspace,
+    step_user,
+    worker_state_file,
+)
 from db.crypto import InvalidToken, SecretBox
 from db.models import Secret, StepLogChunk
 from settings import Settings
@@ -47,6 +58,7 @@ LOG_FLUSH_SECONDS = 0.2
 LOG_FLUSH_LINES = 200
 HEARTBEAT_SECONDS = 1.0
 KILL_GRACE_SECONDS = 3.0
+RESOLVE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -154,10 +166,17 @@ class StepActivities:
 
     # ---- shared plumbing -------------------------------------------------------------
 
-    def workspace(self, run_id: int) -> Path:
-        path = self._settings.resolved_workspace_dir / f"run-{run_id}"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    def workspace(self, run_id: int, account_id: int | None = None) -> Path:
+        """The run's workspace (0700; see ``activities.workspaces`` for owner and modes)."""
+        try:
+            return make_workspace(self._settings, run_id, account_id)
+        except WorkspaceUnreachable as exc:
+            raise step_failed(str(exc)) from None
+
+    @activity.defn(name="step_remove_workspace")
+    async def remove_workspace(self, run_id: int) -> bool:
+        """The run ended and the retention is 0: its workspace goes now."""
+        return await asyncio.to_thread(remove_workspace, self._settings, run_id)
 
     def _load_secrets(self, inp: StepInput) -> dict[str, str]:
         if not inp.secret_names:
@@ -201,9 +220,12 @@ class StepActivities:
         return StepLogWriter(self._sessions, inp, masker, self._settings.step_log_cap_bytes)
 
     def _base_env(self, inp: StepInput, workspace: Path, env: dict[str, str]) -> dict[str, str]:
+        """A step's whole environment: built here, never inherited, so none of the worker's own
+        settings (DEVOPS_SECRET_KEY, DEVOPS_DATABASE_URL, ...) reach it. HOME is the step's
+        own directory in the workspace, not the worker's."""
         base = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
+            "HOME": str(workspace / STEP_STATE_DIR / "home"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "CI": "true",
             "DEVOPS": "true",
@@ -224,20 +246,28 @@ class StepActivities:
         """Run ``with.command`` with ``sh -e`` in the run's workspace, streaming its output into
         the step log. Outputs are ``key=value`` lines written to ``$DEVOPS_OUTPUT``; with
         ``with.junit`` the JUnit XML counts become outputs too."""
+        if not self._settings.shell_executor_enabled:
+            # A document saved before the operator turned the shell executor off still says shell.
+            raise step_failed(
+                "the shell executor is off on this installation (DEVOPS_ENVIRONMENT is not development and "
+                "DEVOPS_SHELL_EXECUTOR is not true): this step would run on the worker's machine. Run it in a "
+                "container (`with.executor: docker` with `with.image` or `with.template`), or have the operator "
+                "enable shell steps (trusted single-tenant installs only)")
         params, env, masker = await asyncio.to_thread(self._prepare, inp)
         command = params.get("command")
         if not isinstance(command, str) or not command.strip():
             raise step_failed("run_tests needs `with.command`: the shell command to run")
-        workspace = self.workspace(inp.run_id)
+        user = step_user(self._settings, inp.account_id)
+        workspace = self.workspace(inp.run_id, inp.account_id)
         cwd = _inside(workspace, params.get("working_directory", "."), "working_directory")
         junit = params.get("junit")
-        junit_path = _inside(workspace, junit, "junit") if junit else None
+        junit_path = str(_inside(workspace, junit, "junit").relative_to(workspace.resolve())) if junit else None
         cwd.mkdir(parents=True, exist_ok=True)
-        state_dir = workspace / ".devops"
-        state_dir.mkdir(exist_ok=True)
-        output_file = state_dir / f"output-{inp.step_id}-{inp.attempt}"
-        output_file.write_text("")
-        pid_file = state_dir / f"pgid-{inp.step_id}-{inp.attempt}"
+        output_file = fresh_file_beneath(workspace, f"{STEP_STATE_DIR}/output-{inp.step_id}-{inp.attempt}", user)
+        dir_beneath(workspace, f"{STEP_STATE_DIR}/home")
+        # What the worker wrote (a checkout, an artifact, the directories above) becomes the step's.
+        await asyncio.to_thread(hand_over, workspace, user)
+        pid_file = worker_state_file(self._settings, inp.run_id, f"pgid-{inp.step_id}-{inp.attempt}")
         _kill_leftover_process_group(pid_file)
 
         proc_env = self._base_env(inp, workspace, env if isinstance(env, dict) else {})
@@ -250,9 +280,11 @@ class StepActivities:
         log = await asyncio.to_thread(self._log_writer, inp, masker)
         shell = "bash" if shutil.which("bash") else "sh"
         argv = [shell, "-e", "-o", "pipefail", "-c", command] if shell == "bash" else [shell, "-e", "-c", command]
+        # A root worker drops to the account's step uid/gid, with no supplementary groups.
+        identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=proc_env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, **identity,
         )
         pid_file.write_text(str(proc.pid))
         try:
@@ -271,7 +303,7 @@ class StepActivities:
         outputs = masker.mask_value(_read_outputs(output_file))
         if junit_path is not None:
             try:
-                outputs.update(_junit_counts(junit_path))
+                outputs.update(_junit_counts(workspace, junit_path))
             except ApplicationError as exc:
                 if code == 0:
                     raise
@@ -322,7 +354,11 @@ class StepActivities:
 
         With ``with.repository_id`` (or no ``with.repository`` in a run triggered by a repository
         webhook) it clones that GitRepository with its provider credential, the token passed to
-        git only through the environment (see ``activities.git_steps.checkout_source``)."""
+        git only through the environment (see ``activities.git_steps.checkout_source``).
+
+        Unless private targets are allowed, local paths, ``file://`` and hosts on loopback, private
+        or link-local addresses are refused (``activities.network_targets``): a member must not
+        clone the worker's own disk or reach its network."""
         from activities.git_steps import checkout_source  # git_steps builds on this module
 
         params, env, masker = await asyncio.to_thread(self._prepare, inp)
@@ -334,8 +370,14 @@ class StepActivities:
         if not isinstance(url, str) or not url.strip():
             raise step_failed("checkout needs `with.repository` (a git URL or path), `with.repository_id`, "
                               "or a run triggered by a repository webhook")
-        if url.startswith("-") or url.lower().startswith("ext::"):
+        if url.startswith("-"):
             raise step_failed("`with.repository` is not a valid repository URL")
+        allow_private = self._settings.private_targets_allowed
+        checked = await asyncio.to_thread(repository_check, url, allow_private=allow_private,
+                                          timeout=RESOLVE_TIMEOUT_SECONDS)
+        if checked.problem:
+            named = f"the clone URL of repository {source.full_name}" if source else "`with.repository`"
+            raise step_failed(f"checkout refused {named}: {checked.problem}")
         ref = str(params.get("ref") or default_ref)
         if ref.startswith("-") or any(c.isspace() for c in ref):
             raise step_failed(f"`with.ref` {ref!r} is not a valid git ref")
@@ -348,7 +390,8 @@ class StepActivities:
         log = await asyncio.to_thread(self._log_writer, inp, masker)
         git_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
                    "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", **(source.env if source else {})}
-        base = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false"]
+        base = ["git", "-c", "protocol.ext.allow=never", "-c", "advice.detachedHead=false",
+                *([] if allow_private else _pinned_git_config(url, checked.addresses))]
 
         async def git(*args: str, check: bool = True) -> tuple[int, str]:
             # Its own process group, so cancelling also stops git's helpers (remote-http, upload-pack).
@@ -513,9 +556,13 @@ _HEREDOC = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)<<(\S+)$")
 
 
 def _read_outputs(path: Path) -> dict[str, str]:
-    """``key=value`` lines, plus GitHub's ``key<<DELIM`` multi-line form."""
+    """``key=value`` lines, plus GitHub's ``key<<DELIM`` multi-line form. ``path`` is
+    ``<workspace>/.devops/<file>``, the step's to write: read without following a link the step
+    may have put there (it could point at another workspace or the data directory)."""
     outputs: dict[str, str] = {}
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    workspace = path.parent.parent
+    raw = read_beneath(workspace, path.relative_to(workspace))
+    lines = raw.decode(errors="replace").splitlines() if raw is not None else []
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -536,11 +583,13 @@ def _read_outputs(path: Path) -> dict[str, str]:
     return outputs
 
 
-def _junit_counts(path: Path) -> dict[str, int]:
-    if not path.exists():
-        raise step_failed(f"JUnit report not found at {path.name}")
+def _junit_counts(workspace: Path, relative: str) -> dict[str, int]:
+    # The step wrote the report: read it without following links (see ``_read_outputs``).
+    raw = read_beneath(workspace.resolve(), relative)
+    if raw is None:
+        raise step_failed(f"JUnit report not found at {Path(relative).name}")
     try:
-        root = ET.parse(path).getroot()
+        root = ET.fromstring(raw)
     except ET.ParseError as exc:
         raise step_failed(f"JUnit report is not valid XML: {exc}") from None
     suites = [root] if root.tag == "testsuite" else root.findall(".//testsuite")
@@ -582,23 +631,25 @@ def _kill_leftover_process_group(pid_file: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-async def refuse_private_target(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    port = urlsplit(url).port or (443 if url.startswith("https") else 80)
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        raise step_failed(f"notify target host {host!r} does not resolve") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        # `not is_global` also covers what the named checks miss, e.g. 100.64.0.0/10 (shared
-        # address space, home of some cloud metadata services).
-        if (address.is_loopback or address.is_private or address.is_link_local or address.is_reserved
-                or address.is_multicast or address.is_unspecified or not address.is_global):
-            raise step_failed(
-                f"notify target {host} resolves to {address}, a loopback, private or link-local address; "
-                "refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal targets)"
-            )
+def _pinned_git_config(url: str, addresses: tuple[Any, ...]) -> list[str]:
+    """git options that keep a checkout on the addresses ``repository_check`` approved: only the
+    network protocols, no redirects (a redirect could lead anywhere), and for http(s) a name
+    pinned to the checked addresses so a second DNS answer cannot point git somewhere internal.
+    ssh and git:// resolve the name again themselves: for them the check is best-effort."""
+    options = ["protocol.allow=never", *(f"protocol.{name}.allow=always" for name in ("https", "http", "ssh", "git")),
+               "http.followRedirects=false"]
+    remote = parse_git_remote(url)
+    if remote.scheme in ("http", "https") and addresses and literal_address(remote.host) is None:
+        pinned = ",".join(f"[{a}]" if a.version == 6 else str(a) for a in addresses)
+        options.append(f"http.curloptResolve={remote.host}:{remote.port}:{pinned}")
+    return [part for option in options for part in ("-c", option)]
+
+
+async def refuse_private_target(url: str, what: str = "notify target") -> None:
+    """Fail the step when ``url``'s host is internal (the rule: ``activities.network_targets``)."""
+    problem = await asyncio.to_thread(url_problem, url, what=what)
+    if problem:
+        raise step_failed(problem)
 
 
 def utc_iso() -> str:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
+from api import safe_parse, security
 from api import schedules as schedule_service
 from api.routes import (
     approvals,
@@ -68,6 +69,10 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         version="0.1.0",
         description="CI/CD pipelines run durably on Temporal. Authenticate with `Authorization: Bearer <API token>`.",
         lifespan=lifespan,
+        # off in production unless DEVOPS_DOCS_ENABLED; security.install serves /docs and /redoc with their CSP
+        openapi_url="/openapi.json" if settings.resolved_docs_enabled else None,
+        docs_url=None,
+        redoc_url=None,
     )
     @app.exception_handler(RequestValidationError)
     async def validation_failed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -97,6 +102,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         devops.include_router(router)
     app.include_router(devops)
     app.include_router(health.router)
+    security.install(app, settings)  # query-token masking, failed-auth limit, headers, docs
+    safe_parse.install(app)  # bounded bodies, documents, path and query values (after all routes)
     return app
 
 

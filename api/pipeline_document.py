@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from api.safe_parse import load_yaml
 from api.webhooks.matching import glob_regex
 from workflows import expressions
 from workflows.step_types import STEP_TYPES
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 PIPELINE_TYPES = ("review", "implement", "security", "deploy", "custom")
 EXPRESSION_CONTEXTS = {"inputs", "steps", "trigger", "run", "env", "secrets", "pipeline"}
@@ -39,6 +52,48 @@ REQUIRED_WITH_FIELDS: dict[str, tuple[str, ...]] = {
 CONTAINER_STEP_TYPES = ("run_tests", "custom")
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHELL_EXECUTOR_OFF = (
+    "the shell executor is off on this installation: `run_tests` and `custom` steps run in containers "
+    "(`executor: docker`, the default here). An operator can turn shell steps on with DEVOPS_SHELL_EXECUTOR=true "
+    "(or DEVOPS_ENVIRONMENT=development); they then run on the worker's machine, so only for trusted "
+    "single-tenant installs")
+
+
+@dataclass(frozen=True)
+class ExecutorRules:
+    """What the installation allows, passed in by the caller so validation stays pure:
+    ``shell_allowed`` (settings.shell_executor_enabled) and the image a step that defaults to
+    docker gets when it names none (settings.default_step_image)."""
+
+    shell_allowed: bool = True
+    default_image: str = ""
+    # settings.private_targets_allowed: checkout repositories and images may be internal
+    private_targets_allowed: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExecutorRules:
+        return cls(shell_allowed=settings.shell_executor_enabled, default_image=settings.default_step_image,
+                   private_targets_allowed=settings.private_targets_allowed)
+
+
+def default_executor(step_type: str, with_: dict[str, Any], shell_allowed: bool) -> str | None:
+    """The executor of a step that names none: docker for `run_tests` (and a `custom` step that
+    names no registered handler, i.e. runs a command) when the shell executor is off. A
+    handler runs in the worker as the operator's own code. (The workflow applies the same rule:
+    ``workflows.pipeline_run.effective_executor``.)"""
+    if shell_allowed or step_type not in CONTAINER_STEP_TYPES:
+        return None
+    if step_type == "custom" and with_.get("handler") is not None:
+        return None
+    return "docker"
+
+
+def validate_document(data: Any, rules: ExecutorRules) -> PipelineDocument:
+    """``PipelineDocument.model_validate`` under the installation's executor rules."""
+    return PipelineDocument.model_validate(data, context={"executor_rules": rules})
+
+
+NUL_MESSAGE = "must not contain a NUL character (\\u0000): a process's arguments, environment and paths cannot hold one"
 
 
 class _Strict(BaseModel):
@@ -186,13 +241,17 @@ class PipelineDocument(_Strict):
     steps: list[StepDocument] = Field(min_length=1, max_length=200)
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> PipelineDocument:
+    def _cross_checks(self, info: ValidationInfo) -> PipelineDocument:
+        rules = (info.context or {}).get("executor_rules") or ExecutorRules()
         errors: list[dict[str, Any]] = []
         errors += _check_trigger_patterns(self.triggers)
         for name in self.env:
             if not ENV_NAME.match(name):
                 errors.append(_err(("env", name), "env_name", f"'{name}' is not a valid environment variable name"))
         for path, text in _strings(self.env, ("env",)):
+            if "\x00" in text:
+                errors.append(_err(path, "nul_character", NUL_MESSAGE))
+                continue
             errors += _check_expressions(path, text, set(), self.inputs)
         seen: set[str] = set()
         for index, step in enumerate(self.steps):
@@ -209,6 +268,9 @@ class PipelineDocument(_Strict):
                 elif isinstance(condition, str) and not expressions.has_templates(condition):
                     errors += _check_expressions((*base, "with", "condition"), condition, seen, self.inputs, bare=True)
             for path, text in _strings(step.with_, (*base, "with")):
+                if "\x00" in text:  # would fail the step on every retry: argv, env and paths cannot hold it
+                    errors.append(_err(path, "nul_character", NUL_MESSAGE))
+                    continue
                 if path[-1] in SHELL_TEXT_FIELDS and len(path) == len(base) + 2 and expressions.has_templates(text):
                     errors.append(_err(path, "expression_in_shell",
                         "expressions are not allowed in shell text; pass the value through env "
@@ -220,7 +282,8 @@ class PipelineDocument(_Strict):
                 if not isinstance(value, str) or not value.strip():
                     errors.append(_err((*base, "with", name), "missing_with_field",
                                        f"a {step.type} step needs `with.{name}` (text)"))
-            errors += _check_executor(step, base)
+            errors += _check_executor(step, base, rules)
+            errors += _check_private_targets(step, base, rules.private_targets_allowed)
             if step.type == "deploy":
                 errors += _check_deploy(step, base)
             env = step.with_.get("env")
@@ -263,12 +326,24 @@ def _check_deploy(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, A
                                                  parts["rolling"])]
 
 
-def _check_executor(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str, Any]]:
-    """`with.executor`: shell (the default) or docker, and docker only where a container can run."""
+def _check_executor(step: StepDocument, base: tuple[Any, ...], rules: ExecutorRules) -> list[dict[str, Any]]:
+    """`with.executor`: shell or docker, and docker only where a container can run. Without it a
+    step runs on the shell, unless the installation has the shell executor off (see
+    ``default_executor``); there `executor: shell` is refused and a docker step needs an image."""
     executor = step.with_.get("executor")
-    if executor is None or executor == "shell":
-        return []
     loc = (*base, "with", "executor")
+    if executor is None:
+        if default_executor(step.type, step.with_, rules.shell_allowed) != "docker":
+            return []
+        if not step.with_.get("image") and step.with_.get("template") is None and not rules.default_image:
+            return [_err((*base, "with", "image"), "missing_with_field",
+                         f"the shell executor is off here, so this {step.type} step runs in a container and "
+                         "needs `with.image` or `with.template` (or the operator sets DEVOPS_DEFAULT_STEP_IMAGE)")]
+        return []
+    if executor == "shell":
+        if not rules.shell_allowed and step.type in CONTAINER_STEP_TYPES:
+            return [_err(loc, "executor", SHELL_EXECUTOR_OFF)]
+        return []
     if executor != "docker":
         return [_err(loc, "executor", f"unknown executor {executor!r}; expected shell or docker")]
     if step.type not in CONTAINER_STEP_TYPES:
@@ -278,6 +353,26 @@ def _check_executor(step: StepDocument, base: tuple[Any, ...]) -> list[dict[str,
         return [_err((*base, "with", "image"), "missing_with_field",
                      "a step with `executor: docker` needs `with.image` or `with.template`")]
     return []
+
+
+def _check_private_targets(step: StepDocument, base: tuple[Any, ...], allow_private: bool) -> list[dict[str, Any]]:
+    """A literal `with.repository` (checkout) or `with.image` that the step would refuse at run
+    time: a local path, file://, an internal address written out, a remote helper. No lookups here
+    (names are checked when the step runs); values with expressions are left to run time."""
+    from activities.network_targets import image_registry_problem, static_repository_problem
+
+    problems = []
+    repository, image = step.with_.get("repository"), step.with_.get("image")
+    if step.type == "checkout" and isinstance(repository, str) and repository.strip() \
+            and not expressions.has_templates(repository):
+        problem = static_repository_problem(repository, allow_private)
+        if problem:
+            problems.append(_err((*base, "with", "repository"), "private_target", problem))
+    if isinstance(image, str) and not expressions.has_templates(image):
+        problem = image_registry_problem(image, allow_private, resolve_names=False)
+        if problem:
+            problems.append(_err((*base, "with", "image"), "private_target", problem))
+    return problems
 
 
 def _check_trigger_patterns(triggers: Triggers) -> list[dict[str, Any]]:
@@ -405,9 +500,11 @@ def slugify(name: str) -> str:
 
 
 def parse_yaml(text: str) -> Any:
-    """Load YAML safely; a syntax error becomes a ValueError naming the line."""
+    """Load YAML safely and within bounds (``api.safe_parse``: alias expansion, node count, depth,
+    size, NUL, 64-bit integers; those raise ``DocumentRefused``, a 413/422). A syntax error
+    becomes a ValueError naming the line."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

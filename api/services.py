@@ -203,6 +203,10 @@ def workflow_input(run: PipelineRun, settings: Settings,
         triggered_by=triggered_by,
         untrusted=bool(run.trigger_context.get("from_fork")),
         status_target_url=_status_target_url(run, settings),
+        # every start (API, retry, schedule, webhook) comes through here: the executor rules with it
+        default_executor="shell" if settings.shell_executor_enabled else "docker",
+        default_step_image=settings.default_step_image,
+        remove_workspace_at_end=settings.workspace_retention_hours == 0,
     )
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import errors, services
-from api.pipeline_document import PipelineDocument
+from api.pipeline_document import ExecutorRules, PipelineDocument, validate_document
 from db.models import Pipeline, PipelineTemplate, PipelineTemplateRating, PipelineTemplateVersion, utcnow
 
 TemplateCategory = Literal["review", "implement", "security", "deploy", "docs", "custom"]
@@ -267,7 +267,7 @@ def installable_version(session: Session, template: PipelineTemplate, account_id
     return row
 
 
-def install_document(row: PipelineTemplateVersion, *, name: str | None = None,
+def install_document(row: PipelineTemplateVersion, rules: ExecutorRules, *, name: str | None = None,
                      slug: str | None = None) -> PipelineDocument:
     """The version's document with the installer's overrides, validated. A new ``name``
     without a ``slug`` derives the slug from the new name."""
@@ -279,7 +279,7 @@ def install_document(row: PipelineTemplateVersion, *, name: str | None = None,
     if slug is not None:
         document["slug"] = slug
     try:
-        return PipelineDocument.model_validate(document)
+        return validate_document(document, rules)
     except ValidationError as exc:  # it validated when saved: the rules changed since
         raise errors.conflict(f"version {row.version} no longer validates as a pipeline document "
                               f"({exc.errors()[0]['msg']}); the template's owner must publish a fixed version") from None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import signal
@@ -297,6 +298,25 @@ def find_temporal() -> str:
     )
 
 
+def step_workspace_dir(settings, data_dir: Path) -> Path | None:
+    """A root worker runs steps as unprivileged uids that must pass through every parent of their
+    workspace. A checkout under a closed directory (/root is 0700) would leave them outside, so
+    there the workspaces go under /var/tmp instead (one directory per data dir). None: the
+    default (<data dir>/workspaces) works, or the operator chose DEVOPS_WORKSPACE_DIR."""
+    if os.geteuid() != 0 or settings.workspace_dir is not None:
+        return None
+    blocked = next((p for p in reversed(data_dir.parents) if not p.stat().st_mode & 0o001), None)
+    if blocked is None:
+        return None
+    base = Path("/var/tmp/devops-workspaces")
+    path = base / hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    path.mkdir(parents=True, exist_ok=True)
+    for directory in (base, path):
+        directory.chmod(0o711)  # enter, not list
+    say(f"workspaces: {path} ({blocked} does not let the step users pass; DEVOPS_WORKSPACE_DIR overrides)")
+    return path
+
+
 def main() -> int:
     install_signal_handlers()
     os.chdir(ROOT)
@@ -330,9 +350,15 @@ def main() -> int:
 
     temporal_bin = find_temporal()
     data_dir.mkdir(parents=True, exist_ok=True)
+    # What we and our children create (temporal.db, logs, the database) is the operator's only:
+    # a step user may pass through data_dir to its workspace, never read what lies there.
+    os.umask(0o077)
     env = dict(os.environ)
     env["DEVOPS_DATA_DIR"] = str(data_dir)  # children agree on it whatever their cwd
     env.setdefault("PYTHONUNBUFFERED", "1")
+    workspaces = step_workspace_dir(settings, data_dir)
+    if workspaces is not None:
+        env["DEVOPS_WORKSPACE_DIR"] = str(workspaces)
 
     say(f"data directory: {data_dir}")
     run_once("database migration", [sys.executable, "-m", "db.migrate"], env)
@@ -349,6 +375,9 @@ def main() -> int:
 
     # ---- Temporal dev server
     temporal_log = data_dir / "temporal.log"
+    for path in data_dir.glob("temporal.db*"):  # made before the umask above: the operator's only too
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)
     temporal = Child(
         "Temporal dev server",
         [
@@ -398,6 +427,10 @@ def main() -> int:
                     "--port", str(api_port),
                     # bounded, so open SSE streams can't hold the shutdown past our SIGKILL
                     "--timeout-graceful-shutdown", "5",
+                    # the client address (failed-auth limit) is the socket peer unless the operator
+                    # names the proxies whose X-Forwarded-For to believe (uvicorn trusts loopback)
+                    *(["--forwarded-allow-ips", settings.trusted_proxies] if settings.trusted_proxies.strip()
+                      else ["--no-proxy-headers"]),
                 ],
                 env,
             )

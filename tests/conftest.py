@@ -4,8 +4,11 @@ worker) per database backend. Tests that take ``stack`` run on SQLite and on Pos
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -17,6 +20,23 @@ from tests.harness import InfraLoop, Stack, build_stack, connect, make_settings,
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """Tests pass files to and from their steps through ``tmp_path``. Under a root worker a step
+    runs as another uid (activities.workspaces), which cannot pass pytest's 0700 directories: as
+    root, a scratch directory it can use instead (a test's own, removed after it)."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    parent = Path(tempfile.gettempdir()) / "devops-test-scratch"
+    parent.mkdir(mode=0o711, exist_ok=True)
+    parent.chmod(0o711)
+    scratch = Path(tempfile.mkdtemp(dir=parent))
+    scratch.chmod(0o777)  # noqa: S103 - test scratch shared with the step users
+    yield scratch
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

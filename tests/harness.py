@@ -8,11 +8,13 @@ plain synchronous functions using ``httpx.Client``; the API runs in uvicorn on a
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -169,6 +171,22 @@ class Stack:
         self.api.stop()
 
 
+def step_workspace_dir() -> Path | None:
+    """Where a root test process keeps run workspaces: pytest's temporary directories are 0700
+    (and pytest resets /tmp/pytest-of-root to that at every session start), but a root worker
+    runs steps as other uids (activities.workspaces) that must pass through the parents of the
+    workspace root, as through an operator's /var/lib. None: not root, the default is fine."""
+    if os.geteuid() != 0:
+        return None
+    parent = Path(tempfile.gettempdir()) / "devops-test-workspaces"
+    parent.mkdir(mode=0o711, exist_ok=True)
+    parent.chmod(0o711)
+    path = Path(tempfile.mkdtemp(dir=parent))
+    path.chmod(0o711)
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def make_settings(database_url: str, data_dir: Path, temporal_address: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
@@ -184,8 +202,12 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
         # started by scripts/test-services.sh, scraping itself every second
         "prometheus_url": os.environ.get("TEST_PROMETHEUS_URL", "http://127.0.0.1:9090"),
         "secret_key": "test-secret-key-0123456789abcdef",
+        # every test client is 127.0.0.1: the failed-auth lockout is tested on its own server
+        "auth_failure_limit": 1_000_000,
     }
     values.update(overrides)
+    if "workspace_dir" not in values:
+        values["workspace_dir"] = step_workspace_dir()
     return Settings(**values)
 
 

@@ -68,6 +68,20 @@ STEP_ACTIVITIES = {
 # Step types that may run in a container (`with.executor: docker`); deploy comes with rollouts.
 CONTAINER_STEP_TYPES = frozenset({"run_tests", "custom"})
 
+
+def effective_executor(step_type: str, params: dict[str, Any], default_executor: str) -> str:
+    """A step's executor: its own `with.executor`, else the installation's default for the types
+    that can run in a container (docker when the shell executor is off) — except a `custom` step
+    naming a registered handler, which runs the operator's code in the worker. The save-time twin
+    is ``api.pipeline_document.default_executor``."""
+    executor = params.get("executor")
+    if executor:
+        return str(executor)
+    if step_type not in CONTAINER_STEP_TYPES or (step_type == "custom" and params.get("handler") is not None):
+        return "shell"
+    return default_executor
+
+
 # A commit status is a courtesy to the provider's UI: a few tries, never holding the run up for long.
 COMMIT_STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                                   maximum_attempts=5)
@@ -108,6 +122,13 @@ class PipelineRunInput:
     untrusted: bool = False
     # Where a commit status links to (the run in the API); None: no commit status is set.
     status_target_url: str | None = None
+    # The executor of run_tests/custom steps that name none ("docker" when the installation has
+    # the shell executor off), and the image such a docker step gets when it names none. The
+    # defaults are what runs started before these fields did, so their histories replay.
+    default_executor: str = "shell"
+    default_step_image: str = ""
+    # workspace_retention_hours is 0: the run removes its workspace when it ends.
+    remove_workspace_at_end: bool = False
 
 
 @dataclass
@@ -308,6 +329,8 @@ class PipelineRunWorkflow:
         self._event("run_completed", {"status": status, "error": error})
         await self._flush()
         await self._settle_commit_status(pending_status, status, error)
+        if inp.remove_workspace_at_end:
+            await self._remove_workspace()
         await workflow.wait_condition(workflow.all_handlers_finished)
 
         if cancelled:
@@ -349,6 +372,17 @@ class PipelineRunWorkflow:
         if final is not None:
             with contextlib.suppress(ActivityError, asyncio.CancelledError):
                 await final
+
+    async def _remove_workspace(self) -> None:
+        """Retention 0: remove the workspace where the steps ran (their task queue). Best effort:
+        the workers' periodic sweep removes it later if this cannot."""
+        inp = self._require_input()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await workflow.execute_activity_method(
+                StepActivities.remove_workspace, inp.run_id, task_queue=inp.activity_task_queue,
+                start_to_close_timeout=timedelta(minutes=2), schedule_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RetryPolicy(maximum_attempts=3), summary="remove the run's workspace",
+            )
 
     # ---- the step loop -----------------------------------------------------------------
 
@@ -524,6 +558,10 @@ class PipelineRunWorkflow:
             try:
                 context = self._context(step)
                 params = expressions.render_value(step.get("with") or {}, context)
+                executor = effective_executor(step["type"], params, inp.default_executor)
+                if executor == "docker" and not params.get("image") and params.get("template") is None \
+                        and inp.default_step_image and "executor" not in params:
+                    params = {**params, "image": inp.default_step_image}
                 env = {k: expressions.to_display_string(expressions.render(v, context)) for k, v in inp.env.items()}
             except expressions.ExpressionError as exc:
                 self._finish_step(step, position, attempt, "failure",
@@ -553,7 +591,7 @@ class PipelineRunWorkflow:
                     self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
                                       outputs=outputs)
                     return
-                if params.get("executor") == "docker" and step["type"] in CONTAINER_STEP_TYPES:
+                if executor == "docker" and step["type"] in CONTAINER_STEP_TYPES:
                     result = await self._run_in_container(step, attempt, step_input, timeout)
                     self._current = None
                     self._finish_step(step, position, attempt, "success", outputs=result.outputs)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from api import schedules as schedule_service
 from api import templates
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.pipeline_document import slugify
+from api.pipeline_document import ExecutorRules, slugify
 from api.routes.pipelines import _validate, pipeline_public
 from api.schemas import (
     PipelinePublic,
@@ -117,11 +117,12 @@ def marketplace(session: SessionDep, caller: CurrentCaller,
 
 
 @router.post("", response_model=TemplatePublic, status_code=status.HTTP_201_CREATED)
-def create_template(session: SessionDep, caller: WriterCaller, body: TemplateCreate) -> TemplatePublic:
+def create_template(session: SessionDep, caller: WriterCaller, settings: SettingsDep,
+                    body: TemplateCreate) -> TemplatePublic:
     """A draft template, private until ``is_public`` and published; optionally with its first version."""
     document = None
     if body.initial_version is not None:
-        _validate(body.initial_version.document, ("body", "initial_version", "document"))
+        _validate(body.initial_version.document, ("body", "initial_version", "document"), settings=settings)
         document = body.initial_version.document
     slug = body.slug or slugify(body.name)
     if templates.template_slug_taken(session, caller.account_id, slug):
@@ -172,11 +173,11 @@ def delete_template(template_id: int, session: SessionDep, caller: WriterCaller)
 
 
 @router.post("/{template_id}/versions", response_model=TemplateVersionPublic, status_code=status.HTTP_201_CREATED)
-def create_version(template_id: int, session: SessionDep, caller: WriterCaller,
+def create_version(template_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
                    body: TemplateVersionCreate) -> TemplateVersionPublic:
     """A new draft version, higher than every existing one; its document is validated like a pipeline's."""
     template = templates.owned_template(session, caller.account_id, template_id)
-    _validate(body.document, ("body", "document"))
+    _validate(body.document, ("body", "document"), settings=settings)
     with templates.refuse_duplicate(session, templates.version_clash(body.version)):
         row = templates.add_version(session, template, body.version, body.document, body.changelog)
         session.commit()
@@ -191,11 +192,11 @@ def show_version(template_id: int, version: str, session: SessionDep, caller: Cu
 
 @router.put("/{template_id}/versions/{version}", response_model=TemplateVersionPublic)
 def replace_version(template_id: int, version: str, session: SessionDep, caller: WriterCaller,
-                    body: TemplateVersionUpdate) -> TemplateVersionPublic:
+                    settings: SettingsDep, body: TemplateVersionUpdate) -> TemplateVersionPublic:
     """Replace a draft version's document and changelog; a published version answers 409."""
     template = templates.owned_template(session, caller.account_id, template_id)
     row = templates.find_version(session, template, caller.account_id, version)
-    _validate(body.document, ("body", "document"))
+    _validate(body.document, ("body", "document"), settings=settings)
     templates.update_version(session, template, row, body.document, body.changelog)
     session.commit()
     session.refresh(row)
@@ -230,7 +231,7 @@ def install_template(template_id: int, session: SessionDep, caller: WriterCaller
     body = body or TemplateInstallRequest()
     template = templates.visible_template(session, caller.account_id, template_id)
     row = templates.installable_version(session, template, caller.account_id, body.version)
-    document = templates.install_document(row, name=body.name, slug=body.slug)
+    document = templates.install_document(row, ExecutorRules.from_settings(settings), name=body.name, slug=body.slug)
     with templates.refuse_duplicate(session, templates.slug_clash(document.resolved_slug(), "pipeline")):
         pipeline = templates.install(session, caller.account_id, template, row, document)
         schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)

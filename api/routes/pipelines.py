@@ -11,10 +11,17 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from api import errors, services
+from api import errors, safe_parse, services
 from api import schedules as schedule_service
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.pipeline_document import PipelineDocument, dump_yaml, normalized, parse_yaml
+from api.pipeline_document import (
+    ExecutorRules,
+    PipelineDocument,
+    dump_yaml,
+    normalized,
+    parse_yaml,
+    validate_document,
+)
 from api.routes.pipeline_runs import run_public
 from api.schemas import (
     CloneRequest,
@@ -25,6 +32,7 @@ from api.schemas import (
     TriggerRequest,
 )
 from db.models import Pipeline, PipelineRun
+from settings import Settings
 from workflows.step_types import FINISHED_RUN_STATUSES
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
@@ -66,12 +74,13 @@ def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
     )
 
 
-def _validate(data: Any, prefix: tuple[Any, ...] = ("body",)) -> PipelineDocument:
+def _validate(data: Any, prefix: tuple[Any, ...] = ("body",), *, settings: Settings) -> PipelineDocument:
+    """Validate a document being saved, under the installation's executor rules."""
     if not isinstance(data, dict):
         raise errors.unprocessable([{"loc": list(prefix), "type": "document_type",
                                      "msg": "the pipeline document must be a mapping (name, steps, ...)"}])
     try:
-        return PipelineDocument.model_validate(data)
+        return validate_document(data, ExecutorRules.from_settings(settings))
     except ValidationError as exc:
         raise errors.from_validation_error(exc, prefix) from None
 
@@ -103,7 +112,7 @@ def list_pipelines(session: SessionDep, caller: CurrentCaller,
 def create_pipeline(session: SessionDep, caller: WriterCaller, temporal: TemporalDep, settings: SettingsDep,
                     document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Create a pipeline from its document (JSON). Everything is validated before saving."""
-    pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    pipeline = services.apply_document(session, caller.account_id, _validate(document, settings=settings))
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -125,21 +134,25 @@ async def import_pipeline(request: Request, session: SessionDep, caller: WriterC
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise errors.unprocessable([{"loc": ["body"], "type": "encoding", "msg": "the document must be UTF-8"}]) from None
+    # Bounded parsers (api.safe_parse), off the event loop: a refused document (alias bomb, too
+    # deep, too big, NUL, 64-bit overflow) raises DocumentRefused, answered 413/422 by its handler.
     if content_type in ("application/json", "text/json"):
         try:
-            data = json.loads(text)
+            data = await run_in_threadpool(safe_parse.loads_json, text)
         except json.JSONDecodeError as exc:
             raise errors.unprocessable([{"loc": ["body"], "type": "json_invalid",
                                          "msg": f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"}]) from None
     elif content_type in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"):
         try:
-            data = parse_yaml(text)
+            data = await run_in_threadpool(parse_yaml, text)
+        except safe_parse.DocumentRefused:
+            raise
         except ValueError as exc:
             raise errors.unprocessable([{"loc": ["body"], "type": "yaml_invalid", "msg": str(exc)}]) from None
     else:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             "send the document as application/yaml or application/json")
-    document = _validate(data)
+    document = _validate(data, settings=settings)
 
     def save() -> PipelinePublic:
         pipeline = services.apply_document(session, caller.account_id, document)
@@ -161,7 +174,7 @@ def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller
                      document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Replace the whole definition with a new document."""
     pipeline = _editable(session, caller, pipeline_id)
-    services.apply_document(session, caller.account_id, _validate(document), pipeline)
+    services.apply_document(session, caller.account_id, _validate(document, settings=settings), pipeline)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -175,7 +188,7 @@ def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
     ``steps``); the result is validated as a whole."""
     pipeline = _editable(session, caller, pipeline_id)
     merged = {**services.export_document(pipeline), **changes}
-    services.apply_document(session, caller.account_id, _validate(merged), pipeline)
+    services.apply_document(session, caller.account_id, _validate(merged, settings=settings), pipeline)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -230,7 +243,7 @@ def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, 
             n += 1
             slug = f"{base}-{n}"
     document["slug"] = slug
-    pipeline = services.apply_document(session, caller.account_id, _validate(document))
+    pipeline = services.apply_document(session, caller.account_id, _validate(document, settings=settings))
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)

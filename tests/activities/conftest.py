@@ -21,6 +21,7 @@ from db.models import Account, Pipeline, PipelineRun, StepLogChunk, User
 from db.session import make_engine, make_session_factory
 from settings import Settings
 from tests.conftest import _postgres_database
+from tests.harness import step_workspace_dir
 
 TEST_SECRET_KEY = "test-secret-key-0123456789abcdef"
 
@@ -100,7 +101,7 @@ def make_test_settings(database_url: str, tmp_path: Path, **overrides: Any) -> S
         "environment": "test",
         "database_url": database_url,
         "data_dir": tmp_path,
-        "workspace_dir": tmp_path / "ws",
+        "workspace_dir": step_workspace_dir() or tmp_path / "ws",
         "secret_key": TEST_SECRET_KEY,
         "notify_allow_private_targets": True,
         "shell_executor": True,

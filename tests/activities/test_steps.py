@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.steps import STEP_FAILED, StepActivities, StepResult, secret_placeholder
+from activities.workspaces import worker_state_file
 from db.crypto import SecretBox
 from db.models import Secret
 from settings import Settings
@@ -258,7 +259,7 @@ async def test_run_tests_cancel_kills_the_whole_process_group(steps, rows, sqlit
 
     assert await wait_until_gone(bg_pid, sh_pid), "the shell and its background child must be killed"
     assert "[devops] step cancelled" in log_text(sqlite_sessions, rows.run_id)
-    assert not list((ws / ".devops").glob("pgid-*")), "the pid file is removed"
+    assert not worker_state_file(steps._settings, rows.run_id, "pgid-step-1").exists(), "the pid file is removed"
 
 
 async def test_run_tests_finishes_when_the_shell_exits_and_kills_background_children(steps, rows):
@@ -272,11 +273,10 @@ async def test_run_tests_finishes_when_the_shell_exits_and_kills_background_chil
 
 
 async def test_run_tests_kills_a_leftover_process_group_from_a_crashed_try(steps, rows):
-    state = workspace_of(steps._settings, rows) / ".devops"
-    state.mkdir(parents=True)
     leftover = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        (state / "pgid-step-1").write_text(str(leftover.pid))
+        # the worker keeps it out of the workspace, where a step could forge it
+        worker_state_file(steps._settings, rows.run_id, "pgid-step-1").write_text(str(leftover.pid))
         await run_step(steps.run_tests, step_input(rows, {"command": "echo again"}))
         assert leftover.wait(timeout=5) == -signal.SIGKILL
     finally:
@@ -312,7 +312,9 @@ async def test_run_tests_masks_a_secret_and_its_encodings_in_log_and_outputs(ste
         'echo "b64=$(printf %s "$TOKEN" | base64)" >> "$DEVOPS_OUTPUT"\n'
         'echo "len=${#TOKEN}" >> "$DEVOPS_OUTPUT"\n'
     )
-    inp = step_input(rows, {"command": command, "env": {"PY": sys.executable}},
+    # a Python the step user may run (a root worker's own may sit under /root)
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    inp = step_input(rows, {"command": command, "env": {"PY": python}},
                      env={"TOKEN": placeholder}, secret_names=["TOKEN"], secret_placeholder_prefix="__P_")
     result = await run_step(steps.run_tests, inp)
 
