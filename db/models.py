@@ -192,6 +192,9 @@ class PipelineRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # When Temporal accepted the run's workflow (or its queue's enqueue signal). A pending/queued
+    # row still without it is the start outbox: the reconciler starts it or fails it with a reason.
+    workflow_started_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     steps: Mapped[list[StepExecution]] = relationship(
         order_by="(StepExecution.position, StepExecution.attempt)", lazy="selectin", viewonly=True
@@ -253,6 +256,44 @@ class StepLogChunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StepAttemptResult(Base):
+    """How one try of a step attempt ended, written by the activity before it returns: a retry of
+    the same attempt (the worker or Temporal died as the command finished) returns it instead of
+    running the command again."""
+
+    __tablename__ = "step_attempt_results"
+    __table_args__ = (UniqueConstraint("run_id", "step_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(100))
+    attempt: Mapped[int] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    finished_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a client sent with a create request: the same key (per account and
+    operation) within its lifetime answers with the first request's resource, never a second one."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("account_id", "scope", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str | None] = mapped_column(String(50), default=None)
+    resource_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    response: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Schedule(Base):
