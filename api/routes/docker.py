@@ -1013,6 +1013,22 @@ def _network_public(found: dict[str, Any]) -> NetworkPublic:
                          created=found.get("Created"))
 
 
+def create_owned_volume(client: Any, body: VolumeCreate, account_id: int, where: str) -> VolumePublic:
+    """Create a volume labelled with its account. On a shared engine Docker's "create" of an
+    existing name answers that volume: refuse instead, never hand another account's volume over."""
+    import docker.errors
+
+    if _scope(client).scope_account is not None:
+        try:
+            client.api.inspect_volume(body.name)
+        except docker.errors.NotFound:
+            pass
+        else:
+            raise EngineRefused("conflict", f"a volume named {body.name!r} already exists on the {where}")
+    return _volume_public(client.api.create_volume(body.name, driver=body.driver,
+                                                   labels={**body.labels, ACCOUNT_LABEL: str(account_id)}))
+
+
 def _volume_public(found: dict[str, Any]) -> VolumePublic:
     return VolumePublic(name=found["Name"], driver=found.get("Driver"), mountpoint=found.get("Mountpoint"),
                         scope=found.get("Scope"), labels=dict(found.get("Labels") or {}),
@@ -1074,18 +1090,7 @@ async def create_volume(host_id: int, body: VolumeCreate, session: SessionDep, c
     _reserved_labels(body.labels)
 
     def call(client: Any) -> VolumePublic:
-        import docker.errors
-
-        if _scope(client).scope_account is not None:
-            # creating an existing volume answers it: never hand another account's volume over
-            try:
-                client.api.inspect_volume(body.name)
-            except docker.errors.NotFound:
-                pass
-            else:
-                raise EngineRefused("conflict", f"a volume named {body.name!r} already exists on the host")
-        return _volume_public(client.api.create_volume(body.name, driver=body.driver,
-                                                       labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)}))
+        return create_owned_volume(client, body, caller.account_id, "host")
 
     return await _engine(session, caller, settings, host_id, call,
                          _Action("volume.create", body.name, body.model_dump()))

@@ -71,6 +71,7 @@ from api.routes.docker import (
     _problem,
     _reserved_labels,
     _scope,
+    create_owned_volume,
     endpoint_policy_refusal,
 )
 from api.swarm_schemas import (
@@ -1349,18 +1350,7 @@ async def create_volume(cluster_id: int, body: VolumeCreate, session: SessionDep
     _reserved_labels(body.labels)
 
     def call(client: Any) -> VolumePublic:
-        import docker.errors
-
-        if _scope(client).scope_account is not None:
-            # creating an existing volume answers it: never hand another account's volume over
-            try:
-                client.api.inspect_volume(body.name)
-            except docker.errors.NotFound:
-                pass
-            else:
-                raise EngineRefused("conflict", f"a volume named {body.name!r} already exists on the swarm")
-        return _volume_public(client.api.create_volume(body.name, driver=body.driver,
-                                                       labels={**body.labels, ACCOUNT_LABEL: str(caller.account_id)}))
+        return create_owned_volume(client, body, caller.account_id, "swarm")
 
     return await _engine(session, caller, settings, cluster_id, call,
                          _Change("volume", "create", body.name, body.model_dump()))
