@@ -265,6 +265,11 @@ class GitProviderClient(abc.ABC):
     @abc.abstractmethod
     def list_commits(self, repo: str, branch: str, limit: int = 30) -> list[Commit]: ...
 
+    def get_commit(self, repo: str, sha: str) -> Commit:
+        """The commit ``sha`` names: a full or abbreviated hash (the provider resolves it, which
+        is how a Bitbucket webhook's 12-character hash becomes the full SHA). NotFound if none."""
+        raise UnsupportedOperation(f"{self.provider} client cannot look up a commit", provider=self.provider)
+
     @abc.abstractmethod
     def list_pull_requests(self, repo: str, state: ListState = "open") -> list[PullRequest]: ...
 

@@ -127,17 +127,23 @@ class BitbucketClient(HttpxRequests, GitProviderClient):
     def list_commits(self, repo: str, branch: str, limit: int = 30) -> list[Commit]:
         commits = self._values(f"{self._repo_path(repo)}/commits/{branch}",
                                {"pagelen": min(limit, 100)}, limit=limit)
-        return [
-            Commit(
-                sha=c["hash"],
-                message=c.get("message", ""),
-                author_name=((c.get("author") or {}).get("user") or {}).get("display_name")
-                or (c.get("author") or {}).get("raw", ""),
-                authored_at=parse_time(c.get("date")),
-                url=c.get("links", {}).get("html", {}).get("href", ""),
-            )
-            for c in commits
-        ]
+        return [self._commit(c) for c in commits]
+
+    def get_commit(self, repo: str, sha: str) -> Commit:
+        # GET /2.0/repositories/{workspace}/{repo_slug}/commit/{commit} takes any revision,
+        # also the 12-character hash Bitbucket's own webhooks carry.
+        return self._commit(self._request("GET", f"{self._repo_path(repo)}/commit/{sha}").json())
+
+    @staticmethod
+    def _commit(c: dict[str, Any]) -> Commit:
+        return Commit(
+            sha=c["hash"],
+            message=c.get("message", ""),
+            author_name=((c.get("author") or {}).get("user") or {}).get("display_name")
+            or (c.get("author") or {}).get("raw", ""),
+            authored_at=parse_time(c.get("date")),
+            url=c.get("links", {}).get("html", {}).get("href", ""),
+        )
 
     @staticmethod
     def _pull(p: dict[str, Any]) -> PullRequest:

@@ -101,16 +101,22 @@ class GiteaClient(HttpxRequests, GitProviderClient):
     def list_commits(self, repo: str, branch: str, limit: int = 30) -> list[Commit]:
         commits = self._pages(f"{self._repo_path(repo)}/commits",
                               {"sha": branch, "stat": "false", "files": "false"}, limit=limit)
-        return [
-            Commit(
-                sha=c["sha"],
-                message=c["commit"]["message"],
-                author_name=(c["commit"].get("author") or {}).get("name", ""),
-                authored_at=parse_time((c["commit"].get("author") or {}).get("date")),
-                url=c.get("html_url", ""),
-            )
-            for c in commits
-        ]
+        return [self._commit(c) for c in commits]
+
+    def get_commit(self, repo: str, sha: str) -> Commit:
+        # GET /repos/{owner}/{repo}/git/commits/{sha}: a full or abbreviated SHA.
+        return self._commit(self._request("GET", f"{self._repo_path(repo)}/git/commits/{sha}",
+                                          params={"stat": "false", "files": "false"}).json())
+
+    @staticmethod
+    def _commit(c: dict[str, Any]) -> Commit:
+        return Commit(
+            sha=c["sha"],
+            message=c["commit"]["message"],
+            author_name=(c["commit"].get("author") or {}).get("name", ""),
+            authored_at=parse_time((c["commit"].get("author") or {}).get("date")),
+            url=c.get("html_url", ""),
+        )
 
     @staticmethod
     def _pull(p: dict[str, Any]) -> PullRequest:

@@ -32,6 +32,7 @@ from activities.git_providers.base import (
     Webhook,
     has_marker,
     parse_retry_after,
+    parse_time,
     with_marker,
 )
 
@@ -166,6 +167,16 @@ class GitHubClient(GitProviderClient):
                 )
                 for c in islice(self._repo(repo).get_commits(sha=branch), limit)
             ]
+
+    def get_commit(self, repo: str, sha: str) -> Commit:
+        # GET /repos/{owner}/{repo}/commits/{ref}: a full or abbreviated SHA (or a branch). Raw JSON,
+        # because a lazy PyGithub Commit answers ``sha`` with the abbreviation it was made from.
+        with _errors():
+            _, c = self._gh.requester.requestJsonAndCheck("GET", f"/repos/{repo}/commits/{sha}")
+            author = (c.get("commit") or {}).get("author") or {}
+            return Commit(sha=c["sha"], message=(c.get("commit") or {}).get("message", ""),
+                          author_name=author.get("name", ""), authored_at=parse_time(author.get("date")),
+                          url=c.get("html_url", ""))
 
     def list_pull_requests(self, repo: str, state: ListState = "open") -> list[PullRequest]:
         with _errors():

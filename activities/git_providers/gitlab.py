@@ -179,6 +179,14 @@ class GitLabClient(GitProviderClient):
                 for c in commits[:limit]
             ]
 
+    def get_commit(self, repo: str, sha: str) -> Commit:
+        # GET /projects/:id/repository/commits/:sha takes a full or short SHA (or a ref).
+        with _errors():
+            c = self._project(repo).commits.get(sha)
+            return Commit(sha=c.id, message=c.message, author_name=c.author_name,
+                          authored_at=parse_time(c.attributes.get("authored_date")),
+                          url=c.attributes.get("web_url", ""))
+
     def list_pull_requests(self, repo: str, state: ListState = "open") -> list[PullRequest]:
         filters = {"state": _LIST_STATE[state]} if _LIST_STATE[state] else {}
         with _errors():

@@ -11,7 +11,15 @@ Provider notes, where their payloads differ from GitHub's:
 - Bitbucket Cloud push payloads list no files, so ``changed_paths`` is empty for them and
   path filters are not applied (see ``matching``); one push may change several refs, so
   ``normalize_all`` returns one event per ref and ``normalize`` the first.
-- Bitbucket has no release events; ``pullrequest:updated`` becomes ``synchronize``.
+- Bitbucket has no release events; ``pullrequest:updated`` becomes ``synchronize``. Its pull
+  request payloads carry 12-character hashes; the dispatch expands them to full SHAs through the
+  provider API before any run starts (``activities.webhooks``).
+
+Pull requests: ``head_sha`` is the source branch's head; ``after`` is that head too and ``before``
+the previous head when the provider says (GitHub/Gitea ``synchronize`` ``before``, GitLab
+``oldrev``). A merged pull request has ``merge_commit_sha`` when the provider reports one, and
+then ``sha`` is the merge commit — what landed on the target branch, so ``checkout`` builds and the
+commit status lands on what a deploy ships; otherwise ``sha`` is the head.
 """
 
 from __future__ import annotations
@@ -44,6 +52,8 @@ class TriggerEvent:
     before: str | None = None
     after: str | None = None
     sha: str | None = None
+    head_sha: str | None = None
+    merge_commit_sha: str | None = None
     deleted: bool = False
     commits: list[dict[str, str]] = field(default_factory=list)
     changed_paths: list[str] = field(default_factory=list)
@@ -92,6 +102,13 @@ def _opt(payload: Any, *dotted: str) -> Any:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _pull_request_shas(head: Any, merge: Any, before: Any, after: Any = None) -> dict[str, Any]:
+    """The commit fields of a pull request event (see the module notes); strings or None."""
+    head, merge, before, after = (v if isinstance(v, str) and v else None for v in (head, merge, before, after))
+    return {"sha": merge or head, "head_sha": head, "merge_commit_sha": merge, "before": before,
+            "after": after or head}
 
 
 def _split_ref(ref: str) -> tuple[str | None, str | None]:
@@ -161,9 +178,12 @@ def _github_like(provider: str, event: str, payload: dict[str, Any]) -> TriggerE
             action = "merged"
         # A deleted fork leaves head.repo null: it still came from outside, so treat it as a fork.
         head_repo = _opt(pr, "head.repo.full_name")
+        # An open pull request's merge_commit_sha is GitHub's test merge, not a landed commit.
+        shas = _pull_request_shas(_opt(pr, "head.sha"), pr.get("merge_commit_sha") if action == "merged" else None,
+                                  payload.get("before"), payload.get("after"))
         return TriggerEvent(
             provider=provider, kind="pull_request", repository=repository, action=action,
-            sha=_opt(pr, "head.sha"), source_branch=_req(pr, "head.ref", provider, "pull_request.head"),
+            **shas, source_branch=_req(pr, "head.ref", provider, "pull_request.head"),
             target_branch=_req(pr, "base.ref", provider, "pull_request.base"),
             from_fork=head_repo != _opt(pr, "base.repo.full_name") or head_repo is None,
             number=_int(_opt(pr, "number") or payload.get("number")), title=pr.get("title"),
@@ -223,9 +243,10 @@ def _gitlab(event: str, payload: dict[str, Any]) -> TriggerEvent | None:
         action = _GITLAB_ACTIONS.get(attrs.get("action"), attrs.get("action"))
         if attrs.get("action") == "update" and attrs.get("oldrev"):
             action = "synchronize"
+        shas = _pull_request_shas(_opt(attrs, "last_commit.id"),
+                                  attrs.get("merge_commit_sha") if action == "merged" else None, attrs.get("oldrev"))
         return TriggerEvent(
-            provider=p, kind="pull_request", repository=repository, action=action,
-            sha=_opt(attrs, "last_commit.id"),
+            provider=p, kind="pull_request", repository=repository, action=action, **shas,
             source_branch=_req(attrs, "source_branch", p, "merge request object_attributes"),
             target_branch=_req(attrs, "target_branch", p, "merge request object_attributes"),
             from_fork=attrs.get("source_project_id") != attrs.get("target_project_id"),
@@ -278,9 +299,11 @@ def _bitbucket_all(event: str, payload: dict[str, Any]) -> list[TriggerEvent]:
                              url=_opt(payload, "comment.links.html.href"))]
     pr = _req(payload, "pullrequest", p, kind)
     source_repo = _opt(pr, "source.repository.full_name")
+    action = _BITBUCKET_PR_ACTIONS[event]
+    shas = _pull_request_shas(_opt(pr, "source.commit.hash"),
+                              _opt(pr, "merge_commit.hash") if action == "merged" else None, None)
     return [TriggerEvent(
-        provider=p, kind="pull_request", repository=repository, action=_BITBUCKET_PR_ACTIONS[event],
-        sha=_opt(pr, "source.commit.hash"),
+        provider=p, kind="pull_request", repository=repository, action=action, **shas,
         source_branch=_req(pr, "source.branch.name", p, "pullrequest"),
         target_branch=_req(pr, "destination.branch.name", p, "pullrequest"),
         from_fork=source_repo is None or source_repo != _opt(pr, "destination.repository.full_name"),

@@ -134,6 +134,16 @@ class FakeProviderServer:
     def hooks(self, repo: str) -> dict[str, dict[str, Any]]:
         return self.repos[repo].hooks
 
+    def find_commit(self, r: FakeRepo, wanted: str) -> dict[str, Any] | None:
+        """The commit a full or abbreviated SHA names, as the providers resolve it: a unique prefix
+        of a listed commit or of a branch head (``make_git_repo`` commits are only heads)."""
+        known = {c["sha"]: c for c in itertools.chain.from_iterable(r.commits.values())}
+        for branch, head in r.branches.items():
+            known.setdefault(head, {"sha": head, "message": f"Commit on {branch}", "author": "Ada",
+                                    "date": "2026-01-05T10:00:00Z"})
+        found = [c for full, c in known.items() if len(wanted) >= 4 and full.startswith(wanted.lower())]
+        return found[0] if len(found) == 1 else None
+
     # --- provider specifics, overridden ------------------------------------------------------
     def token_of(self, request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
@@ -488,11 +498,9 @@ class FakeGitHub(FakeProviderServer):
             return _json([commit_json(r, c) for c in r.commits[branch]])
 
         def commit(request: Request, r: FakeRepo) -> Response:
-            wanted = request.path_params["sha"]
-            for c in itertools.chain.from_iterable(r.commits.values()):
-                if c["sha"] == wanted:
-                    return _json(commit_json(r, c))
-            return self.error(404, "Not Found")
+            c = self.find_commit(r, request.path_params["sha"])
+            # GitHub answers an unknown commit with 422, not 404
+            return _json(commit_json(r, c)) if c else self.error(422, f"No commit found for SHA: {request.path_params['sha']}")
 
         def pulls(request: Request, r: FakeRepo) -> Response:
             state = request.query_params.get("state", "open")
@@ -725,6 +733,14 @@ class FakeGitLab(FakeProviderServer):
                            "message": c["message"], "author_name": c["author"], "authored_date": c["date"],
                            "web_url": self.web(r, f"/-/commit/{c['sha']}")} for c in r.commits[ref][:per_page]])
 
+        def commit(request: Request, r: FakeRepo) -> Response:
+            c = self.find_commit(r, request.path_params["sha"])
+            if c is None:
+                return self.error(404, "404 Commit Not Found")
+            return _json({"id": c["sha"], "short_id": c["sha"][:8], "title": c["message"], "message": c["message"],
+                          "author_name": c["author"], "authored_date": c["date"],
+                          "web_url": self.web(r, f"/-/commit/{c['sha']}")})
+
         def merge_requests(request: Request, r: FakeRepo) -> Response:
             state = request.query_params.get("state", "all")
             items = [self.mr_json(r, p) for p in r.pulls]
@@ -804,6 +820,7 @@ class FakeGitLab(FakeProviderServer):
             self.route(project + "/repository/branches", create_branch, ["POST"]),
             self.route(project + "/repository/branches/{branch}", branch, ["GET"]),
             self.route(project + "/repository/commits", commits, ["GET"]),
+            self.route(project + "/repository/commits/{sha}", commit, ["GET"]),
             self.route(project + "/merge_requests", merge_requests, ["GET"]),
             self.route(project + "/merge_requests", create_mr, ["POST"]),
             self.route(project + "/merge_requests/{iid:int}", merge_request, ["GET"]),
@@ -893,6 +910,14 @@ class FakeGitea(FakeProviderServer):
                             "author": {"name": c["author"], "email": "a@example.com", "date": c["date"]}}}
                 for c in r.commits[branch]])
 
+        def commit(request: Request, r: FakeRepo) -> Response:
+            c = self.find_commit(r, request.path_params["sha"])
+            if c is None:
+                return self.error(404, "The target couldn't be found.")
+            return _json({"sha": c["sha"], "html_url": self.web(r, f"/commit/{c['sha']}"),
+                          "commit": {"message": c["message"],
+                                     "author": {"name": c["author"], "email": "a@example.com", "date": c["date"]}}})
+
         def pulls(request: Request, r: FakeRepo) -> Response:
             state = request.query_params.get("state", "open")
             return self.page(request, [self.pull_json(r, p) for p in r.pulls if state in ("all", p["state"])])
@@ -968,6 +993,7 @@ class FakeGitea(FakeProviderServer):
             self.route(repo + "/branches", branches, ["GET"]),
             self.route(repo + "/branches", create_branch, ["POST"]),
             self.route(repo + "/commits", commits, ["GET"]),
+            self.route(repo + "/git/commits/{sha}", commit, ["GET"]),
             self.route(repo + "/pulls", pulls, ["GET"]),
             self.route(repo + "/pulls", create_pull, ["POST"]),
             self.route(repo + "/issues", issues, ["GET"]),
@@ -1098,10 +1124,8 @@ class FakeBitbucket(FakeProviderServer):
             return self.paged(request, [self.commit_json(r, c) for c in r.commits[branch]])
 
         def commit(request: Request, r: FakeRepo) -> Response:
-            for c in itertools.chain.from_iterable(r.commits.values()):
-                if c["sha"] == request.path_params["sha"]:
-                    return _json(self.commit_json(r, c))
-            return self.error(404, "Commit not found")
+            c = self.find_commit(r, request.path_params["sha"])
+            return _json(self.commit_json(r, c)) if c else self.error(404, f"Commit not found: {request.path_params['sha']}")
 
         def pullrequests(request: Request, r: FakeRepo) -> Response:
             states = request.query_params.getlist("state") or ["OPEN"]

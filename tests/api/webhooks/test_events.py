@@ -306,6 +306,65 @@ def test_as_context_is_a_json_ready_copy_of_every_field() -> None:
     assert event.commits, "the context is a copy; mutating it leaves the event intact"
 
 
+# --- commits of pull request events (issue 11 item 7) -------------------------------------
+
+def test_github_synchronize_carries_before_and_after_and_sha_is_the_new_head() -> None:
+    before, after = "a" * 40, "b" * 40
+    payload = load("github_pull_request_opened") | {"action": "synchronize", "before": before, "after": after}
+    payload["pull_request"]["head"]["sha"] = after
+    event = one("github", "pull_request", payload)
+    assert (event.before, event.after, event.sha, event.head_sha) == (before, after, after, after)
+    assert event.merge_commit_sha is None
+
+
+def test_an_open_pull_request_has_no_before_and_after_is_its_head() -> None:
+    event = one("github", "pull_request", load("github_pull_request_opened"))
+    assert (event.before, event.after) == (None, "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+    # GitHub's merge_commit_sha of an open pull request is a test merge, not a landed commit
+    payload = load("github_pull_request_opened")
+    payload["pull_request"]["merge_commit_sha"] = "c" * 40
+    assert one("github", "pull_request", payload).merge_commit_sha is None
+
+
+def test_a_merged_github_pull_request_runs_on_its_merge_commit() -> None:
+    event = one("github", "pull_request", load("github_pull_request_closed"))
+    assert event.action == "merged"
+    assert event.merge_commit_sha == event.sha == "c4295bd74fb0f4fda03689c3df3f2803b658fd85"
+    assert event.head_sha == event.after == "34c5c7793cb3b279e22454cb6750c80560547b3a"
+
+
+def test_gitea_synchronized_reads_before_and_after_when_present() -> None:
+    payload = load("gitea_pull_request") | {"before": "1" * 40, "after": "2" * 40}
+    event = one("gitea", "pull_request", payload)
+    assert (event.action, event.before, event.after) == ("synchronize", "1" * 40, "2" * 40)
+    bare = one("gitea", "pull_request", load("gitea_pull_request"))
+    assert (bare.before, bare.after) == (None, "7c8fd0a34b5e3d2b8d0d4b1f1a3e9e2b7c6f5a41")
+
+
+def test_gitlab_merge_request_update_with_new_commits_has_oldrev_as_before() -> None:
+    event = one("gitlab", "Merge Request Hook", load("gitlab_merge_request_hook"))
+    assert event.action == "synchronize"
+    assert event.before == "95790bf891e76fee5e1747ab589903a6a1f80f22"
+    assert event.after == event.sha == event.head_sha == "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
+
+
+def test_a_merged_gitlab_merge_request_runs_on_its_merge_commit_or_its_head() -> None:
+    payload = load("gitlab_merge_request_hook")
+    payload["object_attributes"] |= {"action": "merge", "oldrev": None, "merge_commit_sha": "e" * 40}
+    event = one("gitlab", "Merge Request Hook", payload)
+    assert (event.action, event.sha, event.merge_commit_sha, event.before) == ("merged", "e" * 40, "e" * 40, None)
+    payload["object_attributes"]["merge_commit_sha"] = None  # a fast-forward merge makes no merge commit
+    event = one("gitlab", "Merge Request Hook", payload)
+    assert (event.sha, event.merge_commit_sha) == ("da1560886d4f094c3e6c9ef40349f7d38b5d27d7", None)
+
+
+def test_bitbucket_pull_requests_keep_the_short_hashes_for_the_dispatch_to_expand() -> None:
+    opened = one("bitbucket", "pullrequest:created", load("bitbucket_pullrequest_created"))
+    assert (opened.sha, opened.head_sha, opened.after, opened.before) == ("d3022fc0ca3d",) * 3 + (None,)
+    merged = one("bitbucket", "pullrequest:fulfilled", load("bitbucket_pullrequest_fulfilled"))
+    assert (merged.sha, merged.merge_commit_sha, merged.head_sha) == ("764413d85e29", "764413d85e29", "709d658dc5b6")
+
+
 FIXTURES = [
     ("github", "push", "github_push"), ("github", "pull_request", "github_pull_request_opened"),
     ("github", "issue_comment", "github_issue_comment_created"), ("gitlab", "Push Hook", "gitlab_push_hook"),
