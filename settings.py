@@ -100,6 +100,17 @@ class Settings(BaseSettings):
     schedule_trigger_wait_seconds: float = Field(
         10.0, description="how long POST /schedules/{id}/trigger waits for the run to be created"
     )
+    run_outbox_interval_seconds: float = Field(
+        60.0, gt=0, description="how often the API looks for pending/queued runs whose workflow was never "
+        "started (the API died between writing the row and starting it) and starts or fails them"
+    )
+    run_outbox_grace_seconds: float = Field(
+        10.0, ge=0, description="a run row is left to the request that created it for this long before the "
+        "outbox reconciler starts its workflow"
+    )
+    database_retry_after_seconds: int = Field(
+        5, ge=1, description="the Retry-After of the 503 answered while the database is unreachable"
+    )
 
     @field_validator("old_secret_keys", "engine_allowlist", mode="before")
     @classmethod

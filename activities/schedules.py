@@ -99,6 +99,8 @@ class ScheduleActivities:
                 await services.start_run_workflow(self._temporal, self._settings, run, prepared.workflow_input)
             except WorkflowAlreadyStartedError:
                 pass  # this is a retry and the first try's start went through
+            # out of the start outbox (api.run_outbox): a row left unmarked is started again, idempotently
+            await services.finish_start(self._temporal, self._sessions, [run])
         return StartScheduledRunResult(run_id=run.id, run_number=run.run_number, pipeline_id=run.pipeline_id)
 
     def _prepare_run(self, inp: StartScheduledRunInput) -> _PreparedRun | StartScheduledRunResult:

@@ -6,23 +6,31 @@ pipeline linked to the repository (``PipelineRepository``), one run per matching
 event, trigger type = the event kind and ``${{ trigger.* }}`` = the normalised event plus
 ``repository_id``, ``event_id`` and ``delivery_id``. The runs and the event's new status are
 written in one transaction, so a retried activity finds them and only starts what is not started.
+
+Abbreviated commit hashes (Bitbucket pull requests carry 12 characters) are expanded to full SHAs
+through the provider API with the repository's credential first, so ``trigger.sha`` and the commit
+statuses name the full commit; see ``_expand_short_shas`` for what happens when that fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from activities.git_providers.base import ProviderError
+from activities.git_providers.credentials import ProviderAccess, access_for_repository
 from api import services
 from api.temporal import TemporalGateway
 from api.webhooks.events import TriggerEvent
@@ -43,6 +51,16 @@ class DispatchResult:
     pipeline_ids: list[int] = field(default_factory=list)
     run_ids: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why an event or pipeline started nothing
+    notes: list[str] = field(default_factory=list)  # runs started, but with something to know (a short SHA)
+
+
+#: Trigger fields holding a commit hash a provider may abbreviate.
+SHA_FIELDS = ("sha", "head_sha", "merge_commit_sha", "before", "after")
+_SHORT_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+#: While the provider is down or throttling, the dispatch (retry policy DISPATCH_RETRY) waits for it
+#: this many attempts (about 90 s), then starts the runs with the short hash rather than never.
+EXPAND_ATTEMPTS = 9
 
 
 def filtered_branch(event: TriggerEvent) -> str | None:
@@ -62,15 +80,72 @@ class WebhookActivities:
 
     @activity.defn(name="dispatch_webhook_event")
     async def dispatch_webhook_event(self, inp: DispatchInput) -> DispatchResult:
-        result, to_start = await asyncio.to_thread(self._prepare, inp)
+        expanded, notes = await asyncio.to_thread(self._expand_short_shas, inp, activity.info().attempt)
+        result, to_start = await asyncio.to_thread(self._prepare, inp, expanded, notes)
         for run, run_input in to_start:
             try:
                 await services.start_run_workflow(self._temporal, self._settings, run, run_input)
             except WorkflowAlreadyStartedError:
                 pass  # a retry: the first try's start went through
+        # out of the start outbox (api.run_outbox): a row left unmarked is started again, idempotently
+        await services.finish_start(self._temporal, self._sessions, [run for run, _ in to_start])
         return result
 
-    def _prepare(self, inp: DispatchInput) -> tuple[DispatchResult, list[tuple[PipelineRun, PipelineRunInput]]]:
+    def _expand_short_shas(self, inp: DispatchInput, attempt: int) -> tuple[dict[str, str], list[str]]:
+        """Full SHAs for the abbreviated hashes of an event not yet dispatched, and notes on those
+        that stay short. An outage or rate limit raises, so Temporal retries the dispatch, until
+        attempt EXPAND_ATTEMPTS; then, or at once on a permanent failure (unknown commit, refused
+        credential), the runs get the short hash and the event's ``error`` says why: a delivery
+        is never lost to a lookup."""
+        with self._sessions() as session:
+            event = session.scalar(select(GitWebhookEvent).where(GitWebhookEvent.id == inp.event_id,
+                                                                 GitWebhookEvent.account_id == inp.account_id))
+            if event is None or event.status == "dispatched":
+                return {}, []
+            short = sorted({value for raw in event.events or [] for key in SHA_FIELDS
+                            if isinstance(value := raw.get(key), str) and _SHORT_SHA.fullmatch(value)})
+            repository_id = event.repository_id
+        if not short:
+            return {}, []
+        expanded: dict[str, str] = {}
+        notes: list[str] = []
+        access: ProviderAccess | None = None
+        try:
+            with self._sessions.begin() as session:  # begin: an OAuth token refresh is written
+                access, repository = access_for_repository(session, self._settings, inp.account_id, repository_id)
+                full_name = repository.full_name
+            for value in short:
+                try:
+                    full = access.client.get_commit(full_name, value).sha.lower()
+                except ProviderError as exc:
+                    if exc.retryable:
+                        raise
+                    notes.append(_masked(f"commit {value} was not expanded to its full SHA ({exc.message}); "
+                                         "the run has the short hash", access))
+                    continue
+                if _FULL_SHA.fullmatch(full) and full.startswith(value.lower()):
+                    expanded[value] = full
+                else:
+                    notes.append(f"commit {value}: the provider answered {full[:80]!r}, not its full SHA; "
+                                 "the run has the short hash")
+        except ProviderError as exc:
+            message = _masked(exc.message, access)
+            if exc.retryable and attempt < EXPAND_ATTEMPTS:
+                raise ApplicationError(f"expanding commit {', '.join(short)} to a full SHA: {message}",
+                                       type=type(exc).__name__) from None
+            left = [value for value in short if value not in expanded]
+            notes.append(f"commit {', '.join(left)} was not expanded to its full SHA ({message}); "
+                         "the run has the short hash")
+        except (ValueError, InvalidToken) as exc:  # a credential or provider row we cannot use: permanent
+            notes.append(f"commit {', '.join(short)} was not expanded to its full SHA (the repository's provider "
+                         f"or credential is unusable: {type(exc).__name__}); the run has the short hash")
+        finally:
+            if access is not None:
+                access.close()
+        return expanded, notes
+
+    def _prepare(self, inp: DispatchInput, expanded: dict[str, str] | None = None, notes: list[str] | None = None
+                 ) -> tuple[DispatchResult, list[tuple[PipelineRun, PipelineRunInput]]]:
         with self._sessions() as session:
             event = session.scalar(select(GitWebhookEvent).where(GitWebhookEvent.id == inp.event_id,
                                                                  GitWebhookEvent.account_id == inp.account_id))
@@ -88,8 +163,11 @@ class WebhookActivities:
                 .where(PipelineRepository.repository_id == repository.id, Pipeline.account_id == inp.account_id)
                 .order_by(Pipeline.id)
             ).all()
-            result = DispatchResult()
+            result = DispatchResult(notes=list(notes or []))
             created: list[PipelineRun] = []
+            if expanded:  # stored too, so the event shows what its runs got
+                event.events = [{**raw, **{key: expanded[raw[key]] for key in SHA_FIELDS if raw.get(key) in expanded}}
+                                for raw in event.events or []]
             for raw in event.events or []:
                 trigger = TriggerEvent(**raw)
                 branch = filtered_branch(trigger)
@@ -122,7 +200,7 @@ class WebhookActivities:
             event.status = "dispatched"
             event.matched_pipeline_ids = result.pipeline_ids
             event.run_ids = result.run_ids
-            event.error = "; ".join(result.skipped) or None
+            event.error = "; ".join([*result.skipped, *result.notes]) or None
             event.processed_at = now
             repository.last_delivery_at = now
             to_start = [(run, services.workflow_input(run, self._settings)) for run in created]
@@ -136,6 +214,10 @@ class WebhookActivities:
         runs = session.scalars(select(PipelineRun).where(PipelineRun.id.in_(result.run_ids),
                                                          PipelineRun.status.in_(("pending", "queued")))).all()
         return result, [(run, services.workflow_input(run, self._settings)) for run in runs]
+
+
+def _masked(text: str, access: ProviderAccess | None) -> str:
+    return text.replace(access.token, "***") if access is not None and access.token else text
 
 
 def _problem_text(exc: Exception) -> str:

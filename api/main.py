@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import safe_parse, security
+from api import database_errors, run_outbox, safe_parse, security
 from api import schedules as schedule_service
 from api.routes import (
     approvals,
@@ -59,9 +59,13 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
             reconcile = asyncio.create_task(
                 schedule_service.reconcile_on_start(app.state.temporal, app.state.sessions, settings))
         app.state.schedule_reconcile = reconcile
+        # start outbox: runs whose workflow an earlier (killed) API process never started
+        app.state.run_outbox = asyncio.create_task(
+            run_outbox.run_forever(app.state.temporal, app.state.sessions, settings))
         yield
         if reconcile is not None and not reconcile.done():
             reconcile.cancel()
+        app.state.run_outbox.cancel()
         engine.dispose()
 
     app = FastAPI(
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app.include_router(devops)
     app.include_router(health.router)
     security.install(app, settings)  # query-token masking, failed-auth limit, headers, docs
+    database_errors.install(app, settings)  # database unreachable: 503 + Retry-After, not 500
     safe_parse.install(app)  # bounded bodies, documents, path and query values (after all routes)
     return app
 

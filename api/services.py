@@ -3,15 +3,18 @@ webhooks): storing pipeline documents, creating run rows and starting their work
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import HTTPException, status
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import errors
@@ -28,6 +31,8 @@ from workflows.pipeline_queue import (
 from workflows.pipeline_run import PipelineRunInput, PipelineRunWorkflow, run_search_attributes
 from workflows.step_types import FINISHED_RUN_STATUSES
 from workflows.task_queues import runner_task_queue
+
+log = logging.getLogger(__name__)
 
 # ---- pipelines ---------------------------------------------------------------------------
 
@@ -225,7 +230,20 @@ def _snapshot_step(step: dict[str, Any]) -> dict[str, Any]:
 
 async def start_run_workflow(temporal: TemporalGateway, settings: Settings, run: PipelineRun,
                              inp: PipelineRunInput) -> None:
-    """Start ``run-<id>`` directly, or hand it to the pipeline's queue when runs must not overlap."""
+    """Start ``run-<id>`` directly, or hand it to the pipeline's queue when runs must not overlap.
+
+    Idempotent: the workflow id is the run's, so a second start (a retried request, the outbox
+    reconciler racing a slow request) finds it already started and counts as accepted; the
+    queue ignores a run it already holds. Afterwards the caller records it with
+    :func:`mark_workflow_started`."""
+    try:
+        await _start_run_workflow(temporal, settings, run, inp)
+    except WorkflowAlreadyStartedError:
+        pass
+
+
+async def _start_run_workflow(temporal: TemporalGateway, settings: Settings, run: PipelineRun,
+                              inp: PipelineRunInput) -> None:
     client = await temporal.client()
     if run.status == "queued":
         await client.start_workflow(
@@ -250,13 +268,80 @@ async def start_run_workflow(temporal: TemporalGateway, settings: Settings, run:
     )
 
 
-def mark_start_failed(session: Session, run: PipelineRun, exc: Exception) -> None:
-    run.status = "failure"
-    run.error = f"the run could not be started: Temporal did not accept it ({type(exc).__name__})"
-    run.finished_at = datetime.now(UTC)
-    session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=run.pipeline_id,
-                         event_type="run_completed", dedupe_key="api-start-failed",
-                         payload={"run_id": run.id, "status": "failure", "error": run.error}))
+UNSTARTED_STATUSES = ("pending", "queued")
+
+
+def mark_workflow_started(session: Session, run_ids: list[int]) -> list[int]:
+    """Record that Temporal accepted these runs' workflows: the rows leave the start outbox.
+    Conditional, so replicas and retries racing on the same run write it once. Not committed.
+    Returns the runs that were cancelled while being started (:func:`cancel_unstarted_run`):
+    the caller cancels the workflow it just started (:func:`cancel_started_meanwhile`)."""
+    if not run_ids:
+        return []
+    session.execute(update(PipelineRun)
+                    .where(PipelineRun.id.in_(run_ids), PipelineRun.workflow_started_at.is_(None))
+                    .values(workflow_started_at=datetime.now(UTC))
+                    .execution_options(synchronize_session=False))
+    return list(session.scalars(select(PipelineRun.id).where(PipelineRun.id.in_(run_ids),
+                                                             PipelineRun.status == "cancelled")))
+
+
+def record_workflow_started(sessions: sessionmaker[Session], run_ids: list[int]) -> list[int]:
+    """:func:`mark_workflow_started` in its own transaction (activities, the outbox reconciler)."""
+    with sessions.begin() as session:
+        return mark_workflow_started(session, run_ids)
+
+
+async def cancel_started_meanwhile(temporal: TemporalGateway, runs: list[PipelineRun], cancelled: list[int]) -> None:
+    """Cancel the workflows just started for runs a user cancelled while they were being started.
+    ``runs`` are as they were before the start (a queued one is withdrawn from its queue)."""
+    for run in runs:
+        if run.id in cancelled:
+            try:
+                await cancel_run_workflow(temporal, run)
+            except Exception:  # noqa: BLE001 - the row already says cancelled; logged for the operator
+                log.warning("run %s was cancelled while being started; cancelling its workflow failed",
+                            run.id, exc_info=True)
+
+
+async def finish_start(temporal: TemporalGateway, sessions: sessionmaker[Session], runs: list[PipelineRun]) -> None:
+    """After the start of these runs' workflows (activities): leave the outbox, honour a cancel."""
+    cancelled = await asyncio.to_thread(record_workflow_started, sessions, [run.id for run in runs])
+    await cancel_started_meanwhile(temporal, runs, cancelled)
+
+
+def mark_start_failed(session: Session, run: PipelineRun, exc: Exception | str) -> bool:
+    """Fail a run whose workflow Temporal did not accept. Only while nothing started it (the
+    outbox reconciler may have meanwhile): False when the row was no longer unstarted."""
+    error = exc if isinstance(exc, str) else (
+        f"the run could not be started: Temporal did not accept it ({type(exc).__name__})")
+    return _finish_unstarted(session, run, "failure", error, "api-start-failed")
+
+
+def cancel_unstarted_run(session: Session, run: PipelineRun) -> bool:
+    """Cancel a run whose workflow was never started (the API died before starting it): there is
+    nothing in Temporal to cancel, so the row itself becomes ``cancelled``. False when its
+    workflow was started meanwhile (the outbox reconciler), so the caller cancels that instead."""
+    return _finish_unstarted(session, run, "cancelled", "run cancelled before its workflow started",
+                             "api-cancelled-unstarted")
+
+
+def _finish_unstarted(session: Session, run: PipelineRun, status_: str, error: str, dedupe_key: str) -> bool:
+    now = datetime.now(UTC)
+    done = session.execute(
+        update(PipelineRun)
+        .where(PipelineRun.id == run.id, PipelineRun.workflow_started_at.is_(None),
+               PipelineRun.status.in_(UNSTARTED_STATUSES))
+        .values(status=status_, error=error, finished_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if done:
+        session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=run.pipeline_id,
+                             event_type="run_completed", dedupe_key=dedupe_key,
+                             payload={"run_id": run.id, "status": status_, "error": error}))
+        session.flush()
+    session.refresh(run, ["status", "error", "finished_at", "workflow_started_at"])
+    return done
 
 
 async def cancel_run_workflow(temporal: TemporalGateway, run: PipelineRun) -> bool:
@@ -334,4 +419,6 @@ async def reconcile_with_temporal(temporal: TemporalGateway, run: PipelineRun) -
 __all__ = [
     "apply_document", "export_document", "normalized", "step_snapshot", "get_pipeline", "get_run", "create_run",
     "workflow_input", "start_run_workflow", "cancel_run_workflow", "reused_steps_for", "reconcile_with_temporal",
+    "mark_workflow_started", "record_workflow_started", "mark_start_failed", "cancel_unstarted_run",
+    "cancel_started_meanwhile", "finish_start",
 ]

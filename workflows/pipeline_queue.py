@@ -41,9 +41,15 @@ class PipelineQueueWorkflow:
     def __init__(self) -> None:
         self._pending: list[PipelineRunInput] = []
         self._running: int | None = None
+        self._started: set[int] = set()  # runs this execution has started (the enqueue dedupe)
 
     @workflow.signal
     def enqueue(self, run: PipelineRunInput) -> None:
+        # A run is enqueued again when the API's start outbox re-sends one whose first enqueue it
+        # could not record (api.run_outbox): one that already ran here must not run twice. Patched:
+        # histories from before never enqueued a finished run again, so they replay unchanged.
+        if run.run_id in self._started and workflow.patched("queue-dedupe-started-runs"):
+            return
         if all(p.run_id != run.run_id for p in self._pending) and self._running != run.run_id:
             self._pending.append(run)
 
@@ -84,6 +90,7 @@ class PipelineQueueWorkflow:
                 continue
             run = self._pending.pop(0)
             self._running = run.run_id
+            self._started.add(run.run_id)
             try:
                 await workflow.execute_child_workflow(
                     PipelineRunWorkflow.run,

@@ -7,14 +7,14 @@ from collections import defaultdict
 from typing import Annotated, Any
 
 from anyio import from_thread
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import object_session
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import errors, services
+from api import errors, idempotency, services
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.schemas import (
     ApprovalDecisionPublic,
@@ -219,6 +219,19 @@ def cancel_run(run_id: int, session: SessionDep, caller: WriterCaller, temporal:
     if run.status in FINISHED_RUN_STATUSES:
         raise errors.conflict(f"run {run.id} already finished with status {run.status}")
     accepted = from_thread.run(services.cancel_run_workflow, temporal, run)
+    if not accepted and run.workflow_started_at is None:
+        # Never started (the API died before starting it): nothing in Temporal to cancel, the row
+        # itself is the run. False: the outbox reconciler started it meanwhile, so cancel that.
+        if services.cancel_unstarted_run(session, run):
+            session.commit()
+            accepted = True
+        else:
+            session.rollback()
+            session.expire_all()
+            run = services.get_run(session, caller.account_id, run_id)
+            accepted = from_thread.run(services.cancel_run_workflow, temporal, run)
+            if not accepted and run.status in FINISHED_RUN_STATUSES:
+                raise errors.conflict(f"run {run.id} already finished with status {run.status}")
     if not accepted:
         raise errors.conflict(f"run {run.id} is no longer running")
     session.expire_all()
@@ -229,22 +242,42 @@ def cancel_run(run_id: int, session: SessionDep, caller: WriterCaller, temporal:
 def retry_run(
     run_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep, settings: SettingsDep,
     from_step: Annotated[str | None, Query(description="re-run from this step, reusing earlier steps' outputs")] = None,
+    *, request: Request, response: Response, idempotency_key: idempotency.KeyHeader = None,
 ) -> PipelineRunPublic:
     """A new run of the same pipeline definition with the same inputs and trigger context;
     with ``from_step`` the steps before it are not run again: their outcome and outputs are
-    taken from this run."""
+    taken from this run. With an ``Idempotency-Key`` the same retry again within 24 h answers
+    the first new run, never a second one."""
     from api.routes.pipelines import start_and_describe
 
     original = services.get_run(session, caller.account_id, run_id)
     if original.status not in FINISHED_RUN_STATUSES:
-        raise errors.conflict(f"run {original.id} is still {original.status}; retry it when it has finished")
+        detail = f"run {original.id} is still {original.status}; retry it when it has finished"
+        if original.workflow_started_at is None and original.status in services.UNSTARTED_STATUSES:
+            wait = int(settings.run_outbox_grace_seconds + settings.run_outbox_interval_seconds)
+            detail += (f" (its workflow has not started yet: within about {wait} seconds the API starts it, or "
+                       "marks it failed with the reason; you can also cancel it)")
+        raise errors.conflict(detail)
     reused = services.reused_steps_for(session, original, from_step) if from_step else None
     pipeline = services.get_pipeline(session, caller.account_id, original.pipeline_id)
+    idem = idempotency.for_request(session, request, idempotency_key, account_id=caller.account_id,
+                                   scope=f"pipeline_runs.retry:{original.id}", resource_type="pipeline_run",
+                                   body={"from_step": from_step})
+    if idem is not None:
+        def render(new_run_id: int) -> PipelineRunPublic:
+            return run_public(services.get_run(session, caller.account_id, new_run_id), temporal)
+
+        if (found := idem.existing()) is not None:
+            return idempotency.replay(response, found, render)
+        if not idem.claim():  # a concurrent request with this key won
+            return idempotency.replay(response, idem.wait_existing(), render)
     run = services.create_run(
         session, pipeline, trigger_type=original.trigger_type, inputs=original.inputs,
         trigger_context=original.trigger_context, user_id=caller.user_id, snapshot=original.pipeline_snapshot,
         retry_of=original, from_step=from_step,
     )
+    if idem is not None:
+        idem.attach(run.id)
     session.commit()
     return start_and_describe(session, temporal, settings, run, reused)
 

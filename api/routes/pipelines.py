@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from api import errors, safe_parse, services
+from api import errors, idempotency, safe_parse, services
 from api import schedules as schedule_service
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.pipeline_document import (
@@ -251,15 +251,32 @@ def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, 
 
 @router.post("/{pipeline_id}/trigger", response_model=PipelineRunPublic, status_code=status.HTTP_201_CREATED)
 def trigger_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                     settings: SettingsDep, body: TriggerRequest | None = None) -> PipelineRunPublic:
+                     settings: SettingsDep, request: Request, response: Response,
+                     body: TriggerRequest | None = None,
+                     idempotency_key: idempotency.KeyHeader = None) -> PipelineRunPublic:
     """Start a run now (manual / workflow_dispatch). Inputs are checked against the
-    pipeline's declared inputs; nothing is created when they are wrong."""
+    pipeline's declared inputs; nothing is created when they are wrong. With an
+    ``Idempotency-Key`` the same request again within 24 h answers the first run (see
+    api/idempotency.py), never a second one."""
     body = body or TriggerRequest()
     pipeline = services.get_pipeline(session, caller.account_id, pipeline_id)
+    idem = idempotency.for_request(session, request, idempotency_key, account_id=caller.account_id,
+                                   scope=f"pipelines.trigger:{pipeline.id}", resource_type="pipeline_run",
+                                   body=body.model_dump(mode="json", exclude_unset=True))
+
+    def render(run_id: int) -> PipelineRunPublic:
+        return run_public(services.get_run(session, caller.account_id, run_id), temporal)
+
+    if idem is not None and (found := idem.existing()) is not None:
+        return idempotency.replay(response, found, render)
     if not pipeline.is_active:
         raise errors.conflict("this pipeline is inactive; set is_active to true to run it")
+    if idem is not None and not idem.claim():  # a concurrent request with this key won
+        return idempotency.replay(response, idem.wait_existing(), render)
     run = services.create_run(session, pipeline, trigger_type=body.trigger_type, inputs=body.inputs,
                               trigger_context=body.context, user_id=caller.user_id)
+    if idem is not None:
+        idem.attach(run.id)
     session.commit()
     return start_and_describe(session, temporal, settings, run)
 
@@ -271,8 +288,16 @@ def start_and_describe(session: SessionDep, temporal: TemporalDep, settings: Set
     try:
         from_thread.run(services.start_run_workflow, temporal, settings, run, inp)
     except Exception as exc:  # Temporal unreachable or refusing: say so, keep the row honest
-        services.mark_start_failed(session, run, exc)
+        if services.mark_start_failed(session, run, exc):  # False: the outbox reconciler started it meanwhile
+            session.commit()
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                f"run {run.id} was recorded but could not be started: Temporal is unavailable") from exc
         session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"run {run.id} was recorded but could not be started: Temporal is unavailable") from exc
+        return run_public(run, temporal)
+    # Out of the start outbox; should the API die before this, the reconciler starts it again (idempotent).
+    cancelled = services.mark_workflow_started(session, [run.id])
+    session.commit()
+    if cancelled:  # cancelled while we were starting it: stop what we started
+        from_thread.run(services.cancel_started_meanwhile, temporal, [run], cancelled)
+        session.refresh(run)
     return run_public(run, temporal)
