@@ -20,7 +20,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import container_quota
 from activities.containers import container_name
-from api import errors
+from api import errors, idempotency
 from api.container_schemas import (
     ArtifactPublic,
     ContainerEventPublic,
@@ -416,12 +416,22 @@ async def start_container_workflow(temporal: TemporalGateway, settings: Settings
 
 @instances_router.post("", response_model=ContainerInstancePublic, status_code=status.HTTP_201_CREATED)
 def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                     settings: SettingsDep) -> ContainerInstancePublic:
+                     settings: SettingsDep, request: Request, response: Response,
+                     idempotency_key: idempotency.KeyHeader = None) -> ContainerInstancePublic:
     """Run a container: a template (``template_id``) and/or the fields sent, checked like a
     template (422 naming the field). Over quota: 429 with the reason and nothing kept, or with
     ``queue: true`` status ``queued`` until quota frees up. 201 with the instance; 503 (and the
-    instance marked failed) when Temporal is unavailable."""
+    instance marked failed) when Temporal is unavailable. With an ``Idempotency-Key`` the same
+    request again within 24 h answers the first instance, never a second one."""
     overrides = body.model_dump(mode="json", exclude_unset=True)
+    idem = idempotency.for_request(session, request, idempotency_key, account_id=caller.account_id,
+                                   scope="containers.create", resource_type="container_instance", body=overrides)
+
+    def render(instance_id: int) -> ContainerInstancePublic:
+        return instance_public(session, _owned_instance(session, caller.account_id, instance_id), temporal)
+
+    if idem is not None and (found := idem.existing()) is not None:
+        return idempotency.replay(response, found, render)
     nulls = [name for name in SPEC_FIELDS if name in overrides and overrides[name] is None
              and name not in NULLABLE_TEMPLATE_FIELDS]
     if nulls:
@@ -440,6 +450,8 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
         if problem:
             raise errors.field_error(["callback_url"], problem)
 
+    if idem is not None and not idem.claim():  # a concurrent request with this key won
+        return idempotency.replay(response, idem.wait_existing(), render)
     row = ContainerInstance(
         account_id=caller.account_id, template_id=template.id if template else None, status="queued",
         image=spec["image"], spec=hardened(spec, template.id if template else None),
@@ -461,6 +473,8 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
         session.rollback()
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, reason)
     session.add(_event(row, "created", {"reason": reason} if reason else {}, "api-created"))
+    if idem is not None:
+        idem.attach(row.id)
     session.commit()
 
     try:

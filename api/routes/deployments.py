@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowUpdateFailedError
@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docker_hosts import ACCOUNT_LABEL, classify, docker_client, engine_shared
 from activities.rollouts import FINAL_STATUSES, cluster_target
-from api import errors
+from api import errors, idempotency
 from api.container_specs import require_public_registries
 from api.deployment_schemas import (
     DeploymentControl,
@@ -124,8 +124,20 @@ def _refuse_concurrent(session: Session, cluster_id: int, service: str) -> None:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)
 async def create_deployment(body: DeploymentCreate, caller: WriterCaller, session: SessionDep,
-                            settings: SettingsDep, temporal: TemporalDep) -> DeploymentPublic:
-    """Start a rollout of ``image`` to ``service`` with ``strategy`` (rolling, canary, blue_green)."""
+                            settings: SettingsDep, temporal: TemporalDep, request: Request, response: Response,
+                            idempotency_key: idempotency.KeyHeader = None) -> DeploymentPublic:
+    """Start a rollout of ``image`` to ``service`` with ``strategy`` (rolling, canary, blue_green).
+    With an ``Idempotency-Key`` the same request again within 24 h answers the first deployment
+    (before the one-rollout-per-service check, which it would otherwise fail), never a second one."""
+    idem = idempotency.for_request(session, request, idempotency_key, account_id=caller.account_id,
+                                   scope="deployments.create", resource_type="swarm_deployment",
+                                   body=body.model_dump(mode="json", exclude_unset=True))
+
+    def render(deployment_id: int) -> DeploymentPublic:
+        return _public(session, _deployment(session, caller.account_id, deployment_id))
+
+    if idem is not None and (found := idem.existing()) is not None:
+        return idempotency.replay(response, found, render)
     problems = rollout_problems(body.strategy, body.steps, body.blue_green, body.rolling)
     if problems:
         raise errors.unprocessable([{"loc": ["body", *loc], "msg": msg, "type": "value_error"} for loc, msg in problems])
@@ -133,6 +145,12 @@ async def create_deployment(body: DeploymentCreate, caller: WriterCaller, sessio
     cluster = _cluster(session, caller.account_id, body.cluster_id)
     owner = caller.account_id if engine_shared(session, settings, caller.account_id, cluster.endpoint) else None
     await asyncio.to_thread(_check_on_cluster, cluster, settings, body.service, body.image, owner)
+    # From here to the commit nothing awaits: a same-key request on this event loop cannot
+    # interleave, and one on another API process waits on the key row.
+    if idem is not None and (found := idem.existing()) is not None:
+        return idempotency.replay(response, found, render)
+    if idem is not None and not idem.claim():  # a concurrent request with this key won
+        return idempotency.replay(response, await idem.await_existing(), render)
     _refuse_concurrent(session, cluster.id, body.service)
     config = {"image": body.image, "strategy": body.strategy, "steps": body.steps or [], "env": body.env or {}}
     for name in ("blue_green", "rolling", "progress_deadline_seconds"):
@@ -143,6 +161,8 @@ async def create_deployment(body: DeploymentCreate, caller: WriterCaller, sessio
     session.add(row)
     session.flush()
     row.workflow_id = rollout_workflow_id(row.id)
+    if idem is not None:
+        idem.attach(row.id)
     session.commit()
     await _start(temporal, settings, row)
     return _public(session, row)
