@@ -29,7 +29,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import services
+from api import idempotency, services
 from api.temporal import TemporalGateway
 from db.models import PipelineRun
 from settings import Settings
@@ -153,6 +153,12 @@ async def reconcile_once(temporal: TemporalGateway, sessions: sessionmaker[Sessi
     return result
 
 
+def _purge_idempotency_keys(sessions: sessionmaker[Session]) -> None:
+    """The same periodic round bounds the Idempotency-Key table (expired keys are ignored anyway)."""
+    with sessions() as session:
+        idempotency.purge_expired(session)
+
+
 async def run_forever(temporal: TemporalGateway, sessions: sessionmaker[Session], settings: Settings) -> None:
     """At API start and then every ``run_outbox_interval_seconds`` (sooner when a young row
     leaves its grace period before that); never stops the API."""
@@ -160,6 +166,7 @@ async def run_forever(temporal: TemporalGateway, sessions: sessionmaker[Session]
         delay = settings.run_outbox_interval_seconds
         try:
             result = await reconcile_once(temporal, sessions, settings)
+            await asyncio.to_thread(_purge_idempotency_keys, sessions)
             if result.next_due is not None:
                 until_due = (result.next_due - datetime.now(UTC)).total_seconds() + 0.5
                 delay = min(delay, max(until_due, 0.5))
