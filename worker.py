@@ -31,7 +31,7 @@ from activities.schedules import ScheduleActivities
 from activities.steps import StepActivities
 from activities.swarm import SwarmActivities
 from activities.webhooks import WebhookActivities
-from activities.workspaces import sweep_workspaces
+from activities.workspaces import kill_orphaned_steps, sweep_workspaces
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
 from workflows.container_execution import ContainerExecutionWorkflow
@@ -121,12 +121,29 @@ async def sweep_container_orphans(settings: Settings) -> None:
         logging.getLogger("worker").info("removed orphaned containers: %s", ", ".join(removed))
 
 
+def kill_orphans(settings: Settings) -> None:
+    """Kill the step processes that workers which are gone left running on this host (a worker
+    killed mid-step, or one whose run was cancelled while it was down); never a live worker's."""
+    log = logging.getLogger("worker")
+    try:
+        killed = kill_orphaned_steps(settings)
+    except Exception as exc:  # noqa: BLE001 - a sweep must never stop the worker from starting
+        log.warning("orphaned step sweep failed: %s", exc)
+        return
+    for record in killed:
+        log.info("killed the orphaned process group %s of run %s step %s attempt %s (its worker, pid %s, is gone)",
+                 record["pgid"], record.get("run_id", "?"), record.get("step_id", "?"), record.get("attempt", "?"),
+                 record.get("worker_pid", "?"))
+
+
 async def sweep_workspaces_forever(settings: Settings) -> None:
     """At start and every ``workspace_sweep_interval_seconds``: remove the workspaces of runs
-    finished longer than ``workspace_retention_hours`` ago (see ``activities.workspaces``)."""
+    finished longer than ``workspace_retention_hours`` ago (see ``activities.workspaces``), and
+    kill step processes whose worker is gone (a worker sharing this host died since)."""
     log = logging.getLogger("worker")
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     while True:
+        await asyncio.to_thread(kill_orphans, settings)
         try:
             removed = await asyncio.to_thread(sweep_workspaces, settings, sessions)
             if removed:
@@ -137,6 +154,9 @@ async def sweep_workspaces_forever(settings: Settings) -> None:
 
 
 async def run_worker(settings: Settings, labels: Sequence[str] = ()) -> None:
+    # Before anything else (even reaching Temporal): the steps a killed worker left running here
+    # would otherwise run on until their retry, or forever if their run was cancelled meanwhile.
+    await asyncio.to_thread(kill_orphans, settings)
     client = await connect(settings)
     workers = build_workers(client, settings, labels)
     sweep = asyncio.create_task(sweep_container_orphans(settings)) if not labels else None

@@ -40,7 +40,15 @@ from activities import container_quota
 from activities.artifact_store import ArtifactError, ArtifactNotFound, ArtifactStore
 from activities.containers import container_name
 from activities.masking import Masker
-from activities.steps import StepActivities, StepInput, StepResult, _inside, _read_outputs, step_failed
+from activities.steps import (
+    StepActivities,
+    StepInput,
+    StepResult,
+    _inside,
+    _read_outputs,
+    attempt_id,
+    step_failed,
+)
 from activities.workspaces import STEP_STATE_DIR, container_user, fresh_file_beneath, hand_over, step_user
 from db.models import Artifact, ContainerInstance, ContainerTemplate, PipelineRun
 from workflows.container_execution import container_workflow_id
@@ -98,7 +106,8 @@ class ContainerStepActivities(StepActivities):
             env, secret_env = self._container_env(inp)
             env.update({"DEVOPS_OUTPUT": f"{WORKSPACE_MOUNT}/.devops/{output_file.name}",
                         "DEVOPS_WORKSPACE": WORKSPACE_MOUNT, "CI": "true",
-                        "DEVOPS_RUN_ID": str(inp.run_id), "DEVOPS_STEP_ID": inp.step_id})
+                        "DEVOPS_RUN_ID": str(inp.run_id), "DEVOPS_STEP_ID": inp.step_id,
+                        "DEVOPS_STEP_ATTEMPT_ID": attempt_id(inp)})
             overrides: dict[str, Any] = {k: params[k] for k in SPEC_OVERRIDES if k in params}
             overrides["command"] = self._command(inp)
             overrides["env"] = env

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -43,14 +44,17 @@ from activities.workspaces import (
     dir_beneath,
     fresh_file_beneath,
     hand_over,
+    kill_process_groups,
     make_workspace,
     read_beneath,
+    read_process_group,
+    record_process_group,
     remove_workspace,
     step_user,
     worker_state_file,
 )
 from db.crypto import InvalidToken, SecretBox
-from db.models import Secret, StepLogChunk
+from db.models import Secret, StepAttemptResult, StepLogChunk
 from settings import Settings
 
 STEP_FAILED = "StepFailed"
@@ -83,6 +87,12 @@ class StepInput:
 @dataclass
 class StepResult:
     outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def attempt_id(inp: StepInput) -> str:
+    """``DEVOPS_STEP_ATTEMPT_ID``: one per user-level attempt, the same in every Temporal retry of
+    it, so a command can make its side effects idempotent (a deploy id, a lock name)."""
+    return f"{inp.run_id}-{inp.step_id}-{inp.attempt}"
 
 
 def step_failed(message: str, outputs: dict[str, Any] | None = None) -> ApplicationError:
@@ -235,9 +245,51 @@ class StepActivities:
             "DEVOPS_PIPELINE_ID": str(inp.pipeline_id),
             "DEVOPS_STEP_ID": inp.step_id,
             "DEVOPS_STEP_ATTEMPT": str(inp.attempt),
+            "DEVOPS_STEP_ATTEMPT_ID": attempt_id(inp),
         }
         base.update({k: str(v) for k, v in env.items()})
         return base
+
+    # ---- durable step outcomes (issue 11 item 4) ---------------------------------------
+
+    def _recorded_outcome(self, inp: StepInput) -> StepAttemptResult | None:
+        with self._sessions() as session:
+            return session.scalar(select(StepAttemptResult).where(
+                StepAttemptResult.run_id == inp.run_id, StepAttemptResult.step_id == inp.step_id,
+                StepAttemptResult.attempt == inp.attempt))
+
+    def _record_outcome(self, inp: StepInput, exit_code: int, outputs: dict[str, Any],
+                        error: str | None) -> StepAttemptResult:
+        """Commit how this attempt's command ended; a row a concurrent try of the same attempt
+        committed first wins (the insert does nothing) and is returned instead."""
+        table = StepAttemptResult.__table__
+        values = {"run_id": inp.run_id, "step_id": inp.step_id, "attempt": inp.attempt, "exit_code": exit_code,
+                  "outputs": outputs, "error": error, "finished_at": datetime.now(UTC)}
+        with self._sessions.begin() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+            inserted = session.execute(insert.values(**values).on_conflict_do_nothing(
+                index_elements=["run_id", "step_id", "attempt"])).rowcount
+        if inserted == 1:
+            return StepAttemptResult(**values)
+        stored = self._recorded_outcome(inp)
+        assert stored is not None
+        return stored
+
+    async def _replay_outcome(self, inp: StepInput, recorded: StepAttemptResult) -> StepResult:
+        """A previous try of this attempt ran the command to its end and recorded it, then the
+        worker stopped before Temporal heard: answer with that, never run the command again."""
+        with contextlib.suppress(WorkspaceUnreachable, OSError):
+            # whatever the finished command left running in its group (the dead try's cleanup)
+            _kill_leftover_process_group(worker_state_file(self._settings, inp.run_id,
+                                                           f"pgid-{inp.step_id}-{inp.attempt}"))
+        log = await asyncio.to_thread(self._log_writer, inp, Masker())
+        log.line(f"[devops] this attempt's command already finished (exit code {recorded.exit_code}) in a try "
+                 f"whose worker stopped before reporting it; returning its recorded result without running it again")
+        await log.aflush()
+        if recorded.error is not None:
+            raise step_failed(recorded.error, dict(recorded.outputs or {}))
+        return StepResult(outputs=dict(recorded.outputs or {}))
 
     # ---- run_tests -------------------------------------------------------------------
 
@@ -245,7 +297,14 @@ class StepActivities:
     async def run_tests(self, inp: StepInput) -> StepResult:
         """Run ``with.command`` with ``sh -e`` in the run's workspace, streaming its output into
         the step log. Outputs are ``key=value`` lines written to ``$DEVOPS_OUTPUT``; with
-        ``with.junit`` the JUnit XML counts become outputs too."""
+        ``with.junit`` the JUnit XML counts become outputs too.
+
+        How the command ended is committed (``StepAttemptResult``) right after it exits and before
+        anything else; a later try of the same attempt finds it and returns it instead of running
+        the command again (see the README, "Durability")."""
+        recorded = await asyncio.to_thread(self._recorded_outcome, inp)
+        if recorded is not None:
+            return await self._replay_outcome(inp, recorded)
         if not self._settings.shell_executor_enabled:
             # A document saved before the operator turned the shell executor off still says shell.
             raise step_failed(
@@ -286,10 +345,14 @@ class StepActivities:
             *argv, cwd=cwd, env=proc_env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True, **identity,
         )
-        pid_file.write_text(str(proc.pid))
+        record_process_group(pid_file, proc.pid, run_id=inp.run_id, step_id=inp.step_id, attempt=inp.attempt)
         try:
             await self._pump(proc, log)
             code = await proc.wait()
+            # First thing after the exit: make the outcome durable (the window in which a crash
+            # re-runs a finished command is this read and one insert).
+            outputs, error, notes = _outcome(code, output_file, workspace, junit_path, masker)
+            recorded = await asyncio.to_thread(self._record_outcome, inp, code, outputs, error)
         except asyncio.CancelledError:
             log.line("[devops] step cancelled: stopping its processes")
             await _terminate(proc)
@@ -300,21 +363,12 @@ class StepActivities:
                 await _terminate(proc)
             _kill_group_quietly(proc.pid)
             pid_file.unlink(missing_ok=True)
-        outputs = masker.mask_value(_read_outputs(output_file))
-        if junit_path is not None:
-            try:
-                outputs.update(_junit_counts(workspace, junit_path))
-            except ApplicationError as exc:
-                if code == 0:
-                    raise
-                # The exit code is the failure to report; the missing report is only a note.
-                log.line(f"[devops] {exc.message}")
-        if code != 0:
-            log.line(f"[devops] command exited with code {code}")
+        for note in notes:
+            log.line(note)
         await log.aflush()
-        if code != 0:
-            raise step_failed(f"command exited with code {code}", outputs)
-        return StepResult(outputs=outputs)
+        if recorded.error is not None:
+            raise step_failed(recorded.error, dict(recorded.outputs or {}))
+        return StepResult(outputs=dict(recorded.outputs or {}))
 
     async def _pump(self, proc: asyncio.subprocess.Process, log: StepLogWriter) -> None:
         """Copy the process output into the log, heartbeating so cancellation reaches us."""
@@ -621,13 +675,32 @@ def _kill_group_quietly(pgid: int) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
+def _outcome(code: int, output_file: Path, workspace: Path, junit_path: str | None,
+             masker: Masker) -> tuple[dict[str, Any], str | None, list[str]]:
+    """What a finished command amounts to: its outputs, the step's error (None: success) and
+    notes for the log."""
+    outputs = masker.mask_value(_read_outputs(output_file))
+    notes: list[str] = []
+    if junit_path is not None:
+        try:
+            outputs.update(_junit_counts(workspace, junit_path))
+        except ApplicationError as exc:
+            if code == 0:
+                return {}, exc.message, []
+            # The exit code is the failure to report; the missing report is only a note.
+            notes.append(f"[devops] {exc.message}")
+    if code != 0:
+        notes.append(f"[devops] command exited with code {code}")
+        return outputs, f"command exited with code {code}", notes
+    return outputs, None, notes
+
+
 def _kill_leftover_process_group(pid_file: Path) -> None:
-    """A worker that died mid-step leaves its step's processes running; kill them first."""
-    try:
-        pgid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return
-    _signal_group(pgid, signal.SIGKILL)
+    """A worker that died mid-step leaves its step's processes running; kill them first (the
+    whole group, and only if the number still names the group that try started)."""
+    record = read_process_group(pid_file)
+    if record is not None:
+        kill_process_groups([record], grace=0)
     pid_file.unlink(missing_ok=True)
 
 

@@ -16,7 +16,10 @@ Rules (the README's "Security model" repeats them):
   directories above ``data_dir`` are the operator's: a root worker refuses to run a step when
   they do not let others pass (o+x), naming the one to fix, rather than changing them.
 * The worker's own bookkeeping (the process group file a crashed try leaves) lives outside the
-  workspace, in ``<workspace root>/.worker`` (0700), where no step can forge it.
+  workspace, in ``<workspace root>/.worker`` (0700), where no step can forge it. Each such file
+  names the step's process group and the worker that owns it (pid, process start time, boot id,
+  pid namespace): every worker kills, at start and with each workspace sweep, the groups whose
+  owner is gone (``kill_orphaned_steps``), never those of a live worker sharing the host and root.
 * A finished run's workspace is removed ``workspace_retention_hours`` after the run ended by
   ``sweep_workspaces`` (every worker runs it at start and every
   ``workspace_sweep_interval_seconds``); with 0 the run removes it itself when it ends.
@@ -26,9 +29,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
+import signal
 import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -139,6 +145,146 @@ def worker_state_file(settings: Settings, run_id: int, name: str) -> Path:
         os.mkdir(state, 0o700)
     os.chmod(state, 0o700)
     return state / f"run-{run_id}-{name}"
+
+
+# ---- step process groups and the workers that own them ---------------------------------
+
+PROCESS_GROUP_PREFIX = "pgid-"
+ORPHAN_KILL_GRACE_SECONDS = 3.0
+
+
+def _process_start(pid: int) -> int | None:
+    """The start time of ``pid`` (clock ticks since boot), None if it does not exist: with the
+    pid it names one process for the lifetime of the machine (pids are reused)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def record_process_group(path: Path, pgid: int, **about: object) -> None:
+    """Write the step's process group (a session leader, so its pid is the group id) and the
+    worker owning it, so a later worker can tell an orphan from a live worker's step."""
+    me = os.getpid()
+    record = {"pgid": pgid, "leader_start": _process_start(pgid), "worker_pid": me,
+              "worker_start": _process_start(me), "boot_id": _boot_id(), "pid_ns": _pid_namespace(), **about}
+    path.write_text(json.dumps(record))
+
+
+def read_process_group(path: Path) -> dict | None:
+    """The record ``record_process_group`` wrote (a bare pid from older releases: no owner)."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text.isdigit():
+        return {"pgid": int(text)}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("pgid"), int) else None
+
+
+def _owner_state(record: dict) -> str:
+    """``alive``, ``dead`` (its processes are orphans), ``rebooted`` (nothing of it runs, and its
+    numbers may name other processes now) or ``unknown`` (another pid namespace, or a record
+    without owner: not ours to judge)."""
+    if "worker_pid" not in record or record.get("worker_start") is None:
+        return "unknown"
+    if record.get("boot_id") and record["boot_id"] != _boot_id():
+        return "rebooted"
+    if record.get("pid_ns") != _pid_namespace():
+        return "unknown"  # its pids mean other processes here
+    start = _process_start(int(record["worker_pid"]))
+    return "alive" if start is not None and start == record.get("worker_start") else "dead"
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _still_our_group(record: dict) -> bool:
+    """The group is still the step's: its leader is the process we started, or the leader is
+    gone (a pid is not reused while a group still carries its number). Never across a reboot."""
+    if record.get("boot_id") and record["boot_id"] != _boot_id():
+        return False
+    pgid = int(record["pgid"])
+    if not _group_exists(pgid):
+        return False
+    start = _process_start(pgid)
+    return start is None or record.get("leader_start") is None or start == record["leader_start"]
+
+
+def kill_process_groups(records: list[dict], grace: float = ORPHAN_KILL_GRACE_SECONDS) -> list[dict]:
+    """SIGTERM each (still ours) group, SIGKILL what is left after ``grace`` (0: SIGKILL at
+    once); the ones signalled."""
+    targets = [r for r in records if _still_our_group(r)]
+    for record in targets if grace > 0 else []:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(record["pgid"]), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(int(r["pgid"])) for r in targets):
+        time.sleep(0.05)
+    for record in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(record["pgid"]), signal.SIGKILL)
+    return targets
+
+
+def _group_alive(pgid: int) -> bool:
+    """Some member of the group still runs (zombies waiting for their reaper do not count)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def kill_orphaned_steps(settings: Settings) -> list[dict]:
+    """Kill the step process groups of workers that are gone (killed, crashed; after a reboot
+    there is nothing to kill) and forget them; a live worker's steps, on this host or sharing the root from
+    another pid namespace, are left alone. Run by every worker at start, before it takes work,
+    and with each workspace sweep. Returns the records of the groups killed."""
+    state = settings.resolved_workspace_dir / WORKER_STATE_DIR
+    if not state.is_dir():
+        return []
+    orphans: list[tuple[Path, dict]] = []
+    for path in state.glob(f"run-*-{PROCESS_GROUP_PREFIX}*"):
+        record = read_process_group(path)
+        owner = _owner_state(record) if record is not None else "unknown"
+        if owner == "dead":
+            orphans.append((path, record))
+        elif owner == "rebooted":
+            path.unlink(missing_ok=True)
+    killed = kill_process_groups([record for _, record in orphans])
+    for path, _ in orphans:
+        path.unlink(missing_ok=True)
+    return killed
 
 
 def hand_over(workspace: Path, user: StepUser | None) -> None:
@@ -255,7 +401,12 @@ def remove_workspace(settings: Settings, run_id: int) -> bool:
         shutil.rmtree(path, ignore_errors=True)
     state = root / WORKER_STATE_DIR
     if state.is_dir():
-        for leftover in state.glob(f"run-{run_id}-*"):
+        leftovers = list(state.glob(f"run-{run_id}-*"))
+        # The run has ended: a process group still recorded for it (a try whose worker died, even
+        # if another live worker ends the run) has no reason to run on.
+        records = [r for r in map(read_process_group, leftovers) if r is not None]
+        kill_process_groups(records, grace=0)
+        for leftover in leftovers:
             leftover.unlink(missing_ok=True)
     return existed
 

@@ -88,6 +88,8 @@ COMMIT_STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum
 COMMIT_STATUS_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
+# Issue 11 item 3: a step whose activity times out while the run is being cancelled is cancelled.
+PATCH_STOPPED_WHILE_WORKER_DOWN = "11-step-stopped-while-worker-down"
 # Infrastructure retries only: a user-visible failure is StepFailed and never retried here.
 STEP_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -206,6 +208,7 @@ class PipelineRunWorkflow:
         self._deadline = 0.0
         self._clock_paused_at: float | None = None
         self._rollouts_waiting: list[dict[str, Any]] = []
+        self._stopping = False  # the run was cancelled or ran out of time: the step loop is being stopped
 
     @workflow.query
     def progress(self) -> dict[str, Any]:
@@ -407,10 +410,12 @@ class PipelineRunWorkflow:
                 await steps
                 return False
         except asyncio.CancelledError:
+            self._stopping = True
             steps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await steps
             raise
+        self._stopping = True
         steps.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await steps
@@ -610,6 +615,12 @@ class PipelineRunWorkflow:
                 )
             except ActivityError as err:
                 if isinstance(err.cause, TemporalCancelledError):
+                    raise asyncio.CancelledError() from None
+                if self._stopping and isinstance(err.cause, TemporalTimeoutError) \
+                        and workflow.patched(PATCH_STOPPED_WHILE_WORKER_DOWN):
+                    # Cancelled (or out of time) while the step's worker was gone: nobody could
+                    # confirm the cancel, so Temporal ends the activity with its heartbeat
+                    # timeout. The step was stopped, not timed out: close it like any cancel.
                     raise asyncio.CancelledError() from None
                 error, outputs = self._describe_failure(err, timeout)
                 self._current = None

@@ -126,7 +126,7 @@ async def test_the_step_environment_holds_none_of_the_workers_settings(steps, ro
         assert name not in names and value not in log, name
     assert not {n for n in names if n.startswith("DEVOPS_")} - {
         "DEVOPS_WORKSPACE", "DEVOPS_RUN_ID", "DEVOPS_RUN_NUMBER", "DEVOPS_PIPELINE_ID", "DEVOPS_STEP_ID",
-        "DEVOPS_STEP_ATTEMPT", "DEVOPS_OUTPUT"}, "only the step's own DEVOPS_* variables"
+        "DEVOPS_STEP_ATTEMPT", "DEVOPS_STEP_ATTEMPT_ID", "DEVOPS_OUTPUT"}, "only the step's own DEVOPS_* variables"
     workspace = steps._settings.resolved_workspace_dir / f"run-{rows.run_id}"
     assert result.outputs["home"] == str(workspace / ".devops" / "home"), "HOME is the step's, not the worker's"
 

@@ -25,6 +25,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -32,7 +33,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.steps import STEP_FAILED, StepActivities, StepResult, secret_placeholder
 from activities.workspaces import worker_state_file
 from db.crypto import SecretBox
-from db.models import Secret
+from db.models import Secret, StepAttemptResult
 from settings import Settings
 from tests.activities.conftest import (
     TEST_SECRET_KEY,
@@ -287,6 +288,9 @@ async def test_run_tests_kills_a_leftover_process_group_from_a_crashed_try(steps
 
 async def test_run_tests_notes_in_the_log_that_an_interrupted_try_is_run_again(steps, rows, sqlite_sessions):
     await run_step(steps.run_tests, step_input(rows, {"command": "echo first"}))
+    # as if the first try had been interrupted before it recorded its outcome
+    with sqlite_sessions.begin() as session:
+        session.execute(delete(StepAttemptResult).where(StepAttemptResult.run_id == rows.run_id))
     await run_step(steps.run_tests, step_input(rows, {"command": "echo second"}), attempt_env(2))
     chunks = log_chunks(sqlite_sessions, rows.run_id)
     assert [c.seq for c in chunks] == [1, 2], "a retried try appends to the same attempt's log"
