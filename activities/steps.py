@@ -321,8 +321,18 @@ class StepActivities:
         cwd = _inside(workspace, params.get("working_directory", "."), "working_directory")
         junit = params.get("junit")
         junit_path = str(_inside(workspace, junit, "junit").relative_to(workspace.resolve())) if junit else None
+        output_name = f"{STEP_STATE_DIR}/output-{inp.step_id}-{inp.attempt}"
+        exit_name = f"{STEP_STATE_DIR}/exit-{inp.step_id}-{inp.attempt}"
+        left = _exit_code_left(workspace, exit_name)
+        if left is not None:
+            # The command of a try whose worker died ended after all: its own shell wrote the exit
+            # code (the few ms between exit and our record are covered too). Record it, answer it.
+            outputs, error, _notes = _outcome(left, workspace / output_name, workspace, junit_path, masker)
+            recorded = await asyncio.to_thread(self._record_outcome, inp, left, outputs, error)
+            return await self._replay_outcome(inp, recorded)
         cwd.mkdir(parents=True, exist_ok=True)
-        output_file = fresh_file_beneath(workspace, f"{STEP_STATE_DIR}/output-{inp.step_id}-{inp.attempt}", user)
+        output_file = fresh_file_beneath(workspace, output_name, user)
+        exit_file = fresh_file_beneath(workspace, exit_name, user)
         dir_beneath(workspace, f"{STEP_STATE_DIR}/home")
         # What the worker wrote (a checkout, an artifact, the directories above) becomes the step's.
         await asyncio.to_thread(hand_over, workspace, user)
@@ -338,7 +348,11 @@ class StepActivities:
 
         log = await asyncio.to_thread(self._log_writer, inp, masker)
         shell = "bash" if shutil.which("bash") else "sh"
-        argv = [shell, "-e", "-o", "pipefail", "-c", command] if shell == "bash" else [shell, "-e", "-c", command]
+        inner = f"{shell} -e -o pipefail -c" if shell == "bash" else f"{shell} -e -c"
+        # The command runs under a shell of its own group that writes its exit code when it ends,
+        # even if this worker is gone by then; the command is an argument, never spliced in.
+        wrapper = f'{inner} "$1"; code=$?; printf %s "$code" > "$2"; exit "$code"'
+        argv = [shell, "-c", wrapper, "devops-step", command, str(exit_file)]
         # A root worker drops to the account's step uid/gid, with no supplementary groups.
         identity = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
         proc = await asyncio.create_subprocess_exec(
@@ -673,6 +687,13 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _kill_group_quietly(pgid: int) -> None:
     """Leave no background child of the step behind."""
     _signal_group(pgid, signal.SIGKILL)
+
+
+def _exit_code_left(workspace: Path, relative: str) -> int | None:
+    """The exit code an earlier try's command wrote (see run_tests' wrapper), if it ended."""
+    raw = read_beneath(workspace, relative, limit=16)
+    text = raw.decode(errors="replace").strip() if raw else ""
+    return int(text) if text.isdigit() else None
 
 
 def _outcome(code: int, output_file: Path, workspace: Path, junit_path: str | None,

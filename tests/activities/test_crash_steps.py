@@ -59,6 +59,36 @@ async def test_a_recorded_success_is_returned_without_running_the_command_again(
     assert "returning its recorded result without running it again" in log_text(backend_sessions, rows.run_id)
 
 
+async def test_an_exit_code_left_by_a_dead_tries_command_is_recorded_and_returned_without_running_again(
+    backend_steps, backend_sessions, tmp_path
+):
+    """The worker died between the command's exit and the record: the command's own wrapper shell
+    wrote its exit code, so the next try answers it (and its outputs) instead of running again."""
+    rows = make_run_rows(backend_sessions)
+    marker = tmp_path / "ran"
+    state = backend_steps.workspace(rows.run_id, rows.account_id) / ".devops"
+    state.mkdir(exist_ok=True)
+    (state / "exit-step-1").write_text("0")
+    (state / "output-step-1").write_text("version=2.0.0\n")
+    result = await run_step(backend_steps.run_tests,
+                            step_input(rows, {"command": f"echo again >> {marker}"}), retry_env())
+    assert result.outputs == {"version": "2.0.0"}
+    assert not marker.exists(), "the command must not run again"
+    with backend_sessions() as session:
+        row = session.scalar(select(StepAttemptResult).where(StepAttemptResult.run_id == rows.run_id))
+    assert (row.exit_code, row.outputs) == (0, {"version": "2.0.0"})
+
+
+async def test_the_command_wrapper_leaves_its_exit_code_for_a_later_try(
+    backend_steps, backend_sessions
+):
+    rows = make_run_rows(backend_sessions)
+    err = await step_failure(backend_steps.run_tests, step_input(rows, {"command": "exit 7"}))
+    assert err.message == "command exited with code 7"
+    exit_file = backend_steps.workspace(rows.run_id, rows.account_id) / ".devops" / "exit-step-1"
+    assert exit_file.read_text() == "7"
+
+
 async def test_a_recorded_failure_is_raised_again_without_running_the_command(
     backend_steps, backend_sessions, tmp_path
 ):
