@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from activities.custom_handlers import CustomStepContext, CustomStepFailed, custom_handler, handler_names
 from activities.masking import Masker
@@ -62,6 +63,7 @@ LOG_FLUSH_SECONDS = 0.2
 LOG_FLUSH_LINES = 200
 HEARTBEAT_SECONDS = 1.0
 KILL_GRACE_SECONDS = 3.0
+CANCEL_WAIT_SECONDS = 60.0
 RESOLVE_TIMEOUT_SECONDS = 10.0
 
 
@@ -330,6 +332,13 @@ class StepActivities:
             outputs, error, _notes = _outcome(left, workspace / output_name, workspace, junit_path, masker)
             recorded = await asyncio.to_thread(self._record_outcome, inp, left, outputs, error)
             return await self._replay_outcome(inp, recorded)
+        if activity.in_activity() and activity.info().attempt > 1 and await _run_cancel_requested():
+            # Retried because its worker died, but the run was cancelled meanwhile: the cancel
+            # reaches this try with a heartbeat's answer; wait for it rather than run the command.
+            deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+            while time.monotonic() < deadline:
+                activity.heartbeat()
+                await asyncio.sleep(0.5)
         cwd.mkdir(parents=True, exist_ok=True)
         output_file = fresh_file_beneath(workspace, output_name, user)
         exit_file = fresh_file_beneath(workspace, exit_name, user)
@@ -687,6 +696,19 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _kill_group_quietly(pgid: int) -> None:
     """Leave no background child of the step behind."""
     _signal_group(pgid, signal.SIGKILL)
+
+
+async def _run_cancel_requested() -> bool:
+    """Whether this activity's run was asked to cancel (a retried try only: one history read)."""
+    info = activity.info()
+    try:
+        handle = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        async for event in handle.fetch_history_events():
+            if event.HasField("workflow_execution_cancel_requested_event_attributes"):
+                return True
+    except (RuntimeError, RPCError):  # no client (a unit test's environment), Temporal unreachable
+        return False
+    return False
 
 
 def _exit_code_left(workspace: Path, relative: str) -> int | None:

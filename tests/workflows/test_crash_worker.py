@@ -86,6 +86,30 @@ def test_a_run_cancelled_while_its_worker_is_down_ends_with_cancelled_steps_and_
         assert pidfile.read_text().strip() == str(sleeper), "the step was not started again"
 
 
+def test_a_step_retried_after_its_run_was_cancelled_does_not_run_its_command_again(
+    database_url, infra, temporal_env, tmp_path
+):
+    # The worker comes back after the heartbeat timeout: Temporal retries the step's activity on
+    # it, and that try must wait for the cancel instead of starting the command a second time.
+    with crash_stack(database_url, infra, temporal_env, tmp_path, heartbeat=3.0) as (stack, start):
+        first = start("worker1")
+        acct = stack.account()
+        journal = tmp_path / "journal"
+        pid = create_pipeline(acct, steps=[sh("long", f"echo started >> {journal}; sleep 600"),
+                                           sh("after", "true")])
+        run = trigger(acct, pid)
+        wait_for(lambda: journal.exists(), timeout=60, message="the long step to start")
+        _kill(first)
+        response = acct.client.post(f"/pipeline_runs/{run['id']}/cancel")
+        assert response.status_code in (200, 202), response.text
+        time.sleep(6)  # past the heartbeat timeout: the activity is retried when a worker returns
+        start("worker2")
+        final = wait_run(acct.client, run["id"], timeout=90)
+        assert final["status"] == "cancelled", final
+        assert steps_by_id(final)["long"]["status"] == "cancelled"
+        assert journal.read_text().splitlines() == ["started"], "the command ran again after the cancel"
+
+
 def test_the_next_worker_kills_a_dead_workers_orphans_at_start_and_spares_a_live_workers(
     database_url, infra, temporal_env, tmp_path
 ):
