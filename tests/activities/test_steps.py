@@ -288,9 +288,10 @@ async def test_run_tests_kills_a_leftover_process_group_from_a_crashed_try(steps
 
 async def test_run_tests_notes_in_the_log_that_an_interrupted_try_is_run_again(steps, rows, sqlite_sessions):
     await run_step(steps.run_tests, step_input(rows, {"command": "echo first"}))
-    # as if the first try had been interrupted before it recorded its outcome
+    # as if the first try had been interrupted before its command ended (no record, no exit code)
     with sqlite_sessions.begin() as session:
         session.execute(delete(StepAttemptResult).where(StepAttemptResult.run_id == rows.run_id))
+    (steps.workspace(rows.run_id) / ".devops" / "exit-step-1").unlink()
     await run_step(steps.run_tests, step_input(rows, {"command": "echo second"}), attempt_env(2))
     chunks = log_chunks(sqlite_sessions, rows.run_id)
     assert [c.seq for c in chunks] == [1, 2], "a retried try appends to the same attempt's log"
