@@ -117,32 +117,28 @@ class Idempotency:
         self.session.execute(update(IdempotencyKey).where(IdempotencyKey.id == self._row_id)
                              .values(resource_id=resource_id))
 
-    def _poll(self) -> IdempotencyKey | None:
-        self.session.rollback()  # a fresh snapshot: see what the holder committed
-        return self.existing()
+    def _poll(self, deadline: float) -> IdempotencyKey | None:
+        """The holder's committed row (a fresh snapshot), or 409 once ``deadline`` has passed."""
+        self.session.rollback()
+        row = self.existing()
+        if row is None and time.monotonic() >= deadline:
+            raise in_progress()
+        return row
 
     def wait_existing(self) -> IdempotencyKey:
         """After a lost claim: the holder's committed row, or 409 with Retry-After when it has not
         committed within a few seconds."""
         deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            row = self._poll()
-            if row is not None:
-                return row
-            if time.monotonic() >= deadline:
-                raise in_progress()
+        while (row := self._poll(deadline)) is None:
             time.sleep(POLL_SECONDS)
+        return row
 
     async def await_existing(self) -> IdempotencyKey:
         """``wait_existing`` for async routes (sleeps without holding the event loop)."""
         deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            row = self._poll()
-            if row is not None:
-                return row
-            if time.monotonic() >= deadline:
-                raise in_progress()
+        while (row := self._poll(deadline)) is None:
             await asyncio.sleep(POLL_SECONDS)
+        return row
 
 
 def in_progress() -> HTTPException:
