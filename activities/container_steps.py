@@ -37,9 +37,7 @@ from sqlalchemy.orm import Session
 from temporalio import activity
 
 from activities import container_quota
-from activities.artifact_store import ArtifactError, ArtifactNotFound, ArtifactStore
 from activities.containers import container_name
-from activities.masking import Masker
 from activities.steps import (
     StepActivities,
     StepInput,
@@ -50,7 +48,9 @@ from activities.steps import (
     step_failed,
 )
 from activities.workspaces import STEP_STATE_DIR, container_user, fresh_file_beneath, hand_over, step_user
+from adapters.artifact_store import ArtifactError, ArtifactNotFound, ArtifactStore
 from db.models import Artifact, ContainerInstance, ContainerTemplate, PipelineRun
+from domain.masking import Masker
 from workflows.container_execution import container_workflow_id
 
 WORKSPACE_MOUNT = "/workspace"
@@ -83,8 +83,8 @@ class ContainerStepActivities(StepActivities):
         return await asyncio.to_thread(self._prepare_instance, inp)
 
     def _prepare_instance(self, inp: StepInput) -> ContainerStepPlan:
-        from api.container_specs import check_spec, hardened, normalized_spec, resolve_spec
-        from api.routes.containers import policy_view, template_spec
+        from services.container_specs import check_spec, hardened, normalized_spec, resolve_spec
+        from services.containers import policy_view, template_spec
 
         params = inp.params
         with self._sessions() as session:

@@ -54,12 +54,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.artifact_store import ArtifactStore, UnsafeArchive
-from activities.masking import Masker
-from activities.secret_backends import SecretResolutionError, resolve_secrets
 from activities.steps import StepInput, StepLogWriter, refuse_private_target
+from adapters.artifact_store import ArtifactStore, UnsafeArchive
+from adapters.secret_backends import SecretResolutionError, resolve_secrets
 from db.crypto import SecretBox
 from db.models import Artifact, ContainerEvent, ContainerInstance, DockerHost
+from domain.masking import Masker
 from settings import Settings
 
 FINAL_STATUSES = ("completed", "failed", "cancelled", "timeout")

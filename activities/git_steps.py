@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.git_providers.base import (
+from activities.steps import HEARTBEAT_SECONDS, StepActivities, StepInput, StepResult, step_failed
+from adapters.git_providers.base import (
     Branch,
     GitProviderClient,
     ProviderError,
@@ -36,10 +37,9 @@ from activities.git_providers.base import (
     RateLimited,
     UnsupportedOperation,
 )
-from activities.git_providers.credentials import ProviderAccess, access_for_repository
-from activities.masking import Masker
-from activities.steps import HEARTBEAT_SECONDS, StepActivities, StepInput, StepResult, step_failed
+from adapters.git_providers.credentials import ProviderAccess, access_for_repository
 from db.models import GitRepository
+from domain.masking import Masker
 from settings import Settings
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.git_providers.base import (
+from adapters.git_providers.base import (
     AuthError,
     NotFound,
     ProviderDown,
@@ -36,7 +36,7 @@ from activities.git_providers.base import (
     RateLimited,
     Repository,
 )
-from activities.git_providers.credentials import (
+from adapters.git_providers.credentials import (
     ProviderAccess,
     access_for_credential,
     access_for_repository,
@@ -147,7 +147,7 @@ def _synced_values(repo: Repository, credential_id: int) -> dict[str, Any]:
 
 class RepositoryActivities:
     """Settings and the session factory are injected; provider clients are built per call from the
-    stored credential (``activities.git_providers.credentials``) and closed before returning."""
+    stored credential (``adapters.git_providers.credentials``) and closed before returning."""
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self._settings = settings

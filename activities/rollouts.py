@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +35,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker_hosts import HostTarget, docker_client, secret_box
-from activities.network_targets import image_registry_problem
 from activities.steps import StepInput, step_failed
 from activities.swarm import cluster_target as swarm_cluster_target
+from adapters.network_targets import image_registry_problem
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
+from domain.rollouts import (  # noqa: F401  (re-exported for the workflow)
+    achieved_weight,
+    canary_name,
+    canary_replicas,
+    green_name,
+    parse_duration,
+)
 from settings import Settings
 
 ROLLOUT_USER_ERROR = "RolloutUserError"
@@ -53,52 +59,6 @@ _NANO = 1_000_000_000
 
 def user_error(message: str) -> ApplicationError:
     return ApplicationError(message, type=ROLLOUT_USER_ERROR, non_retryable=True)
-
-
-def canary_name(service: str) -> str:
-    return f"{service}-canary"
-
-
-def green_name(service: str) -> str:
-    return f"{service}-green"
-
-
-def canary_replicas(stable: int, weight: int) -> int:
-    """Argo Rollouts' basic canary: the canary's share of all replicas approximates the weight."""
-    if weight <= 0:
-        return 0
-    if weight >= 100:
-        return max(stable, 1)
-    return max(1, math.ceil(stable * weight / (100 - weight)))
-
-
-def achieved_weight(stable: int, canary: int) -> float:
-    total = stable + canary
-    return 100.0 * canary / total if total else 0.0
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``5``, ``"5"``, ``"5s"``, ``"2m"``, ``"1h"``; ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 1h")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        units = {"s": 1, "m": 60, "h": 3600}
-        factor = 1
-        if text and text[-1] in units:
-            factor, text = units[text[-1]], text[:-1]
-        try:
-            seconds = float(text) * factor
-        except ValueError:
-            raise ValueError(f"{value!r} is not a duration (use seconds or 30s, 5m, 1h)") from None
-        if seconds < 0:
-            raise ValueError("a duration cannot be negative")
-        return seconds
-    raise ValueError("a duration is a number of seconds or text like 30s, 5m, 1h")
 
 
 # ---- inputs and results ------------------------------------------------------------------------
@@ -678,7 +638,7 @@ class RolloutActivities:
         return await asyncio.to_thread(self._create_for_step, inp)
 
     def _create_for_step(self, inp: StepInput) -> DeployStepPlan:
-        from api.deployment_schemas import rollout_problems
+        from domain.rollouts import rollout_problems
 
         params = inp.params
         key = f"{inp.step_id}#{inp.attempt}"

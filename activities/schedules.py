@@ -2,8 +2,8 @@
 
 A Temporal Schedule ``schedule-<id>`` starts :class:`~workflows.scheduled_trigger.ScheduledTriggerWorkflow`,
 which calls :meth:`ScheduleActivities.start_scheduled_run` to write a normal run row (trigger type
-``schedule``) with :func:`api.services.create_run` and start it the way every trigger does
-(:func:`api.services.start_run_workflow`: ``run-<id>`` directly, or through the pipeline's queue
+``schedule``) with :func:`services.runs.create_run` and start it the way every trigger does
+(:func:`services.runs.start_run_workflow`: ``run-<id>`` directly, or through the pipeline's queue
 when ``allow_concurrent`` is false), then :meth:`ScheduleActivities.await_run` until the run has
 finished, so the Schedule's overlap policy applies to runs and not only to starts.
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
@@ -26,13 +25,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import services
-from api.temporal import TemporalGateway
+from adapters.temporal import TemporalGateway
 from db.models import Pipeline, PipelineRun, Schedule
+from domain.errors import Invalid
+from domain.step_types import FINISHED_RUN_STATUSES
+from services import runs as services
 from settings import Settings
 from workflows.pipeline_queue import run_workflow_id
 from workflows.pipeline_run import PipelineRunInput
-from workflows.step_types import FINISHED_RUN_STATUSES
 
 SCHEDULE_INPUTS_INVALID = "ScheduleInputsInvalid"
 HEARTBEAT_EVERY_SECONDS = 5.0
@@ -99,7 +99,7 @@ class ScheduleActivities:
                 await services.start_run_workflow(self._temporal, self._settings, run, prepared.workflow_input)
             except WorkflowAlreadyStartedError:
                 pass  # this is a retry and the first try's start went through
-            # out of the start outbox (api.run_outbox): a row left unmarked is started again, idempotently
+            # out of the start outbox (services.run_outbox): a row left unmarked is started again, idempotently
             await services.finish_start(self._temporal, self._sessions, [run])
         return StartScheduledRunResult(run_id=run.id, run_number=run.run_number, pipeline_id=run.pipeline_id)
 
@@ -129,7 +129,7 @@ class ScheduleActivities:
             try:
                 run = services.create_run(session, pipeline, trigger_type="schedule",
                                           inputs=dict(schedule.inputs or {}), trigger_context=context)
-            except RequestValidationError as exc:
+            except Invalid as exc:
                 raise ApplicationError(
                     f"schedule {schedule.id} cannot start pipeline '{pipeline.name}': its inputs no longer match "
                     f"the pipeline's declared inputs ({_describe_problems(exc)}); update the schedule's inputs",
@@ -218,7 +218,7 @@ class ScheduleActivities:
                                                                    PipelineRun.account_id == inp.account_id))
 
 
-def _describe_problems(exc: RequestValidationError) -> str:
+def _describe_problems(exc: Invalid) -> str:
     parts = []
     for problem in exc.errors():
         loc = [str(p) for p in problem.get("loc", []) if p != "body"]

@@ -37,8 +37,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.custom_handlers import CustomStepContext, CustomStepFailed, custom_handler, handler_names
-from activities.masking import Masker
-from activities.network_targets import literal_address, parse_git_remote, repository_check, url_problem
 from activities.workspaces import (
     STEP_STATE_DIR,
     WorkspaceUnreachable,
@@ -54,8 +52,10 @@ from activities.workspaces import (
     step_user,
     worker_state_file,
 )
+from adapters.network_targets import literal_address, parse_git_remote, repository_check, url_problem
 from db.crypto import InvalidToken, SecretBox
 from db.models import Secret, StepAttemptResult, StepLogChunk
+from domain.masking import Masker
 from settings import Settings
 
 STEP_FAILED = "StepFailed"
@@ -434,7 +434,7 @@ class StepActivities:
         git only through the environment (see ``activities.git_steps.checkout_source``).
 
         Unless private targets are allowed, local paths, ``file://`` and hosts on loopback, private
-        or link-local addresses are refused (``activities.network_targets``): a member must not
+        or link-local addresses are refused (``adapters.network_targets``): a member must not
         clone the worker's own disk or reach its network."""
         from activities.git_steps import checkout_source  # git_steps builds on this module
 
@@ -762,7 +762,7 @@ def _pinned_git_config(url: str, addresses: tuple[Any, ...]) -> list[str]:
 
 
 async def refuse_private_target(url: str, what: str = "notify target") -> None:
-    """Fail the step when ``url``'s host is internal (the rule: ``activities.network_targets``)."""
+    """Fail the step when ``url``'s host is internal (the rule: ``adapters.network_targets``)."""
     problem = await asyncio.to_thread(url_problem, url, what=what)
     if problem:
         raise step_failed(problem)

@@ -21,21 +21,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from fastapi import HTTPException
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from activities.git_providers.base import ProviderError
-from activities.git_providers.credentials import ProviderAccess, access_for_repository
-from api import services
-from api.temporal import TemporalGateway
-from api.webhooks.events import TriggerEvent
-from api.webhooks.matching import branch_filter_allows, matches
+from adapters.git_providers.base import ProviderError
+from adapters.git_providers.credentials import ProviderAccess, access_for_repository
+from adapters.temporal import TemporalGateway
 from db.models import GitRepository, GitWebhookEvent, Pipeline, PipelineRepository, PipelineRun
+from domain.errors import DomainError
+from domain.webhooks.events import TriggerEvent
+from domain.webhooks.matching import branch_filter_allows, matches
+from services import runs as services
 from settings import Settings
 from workflows.pipeline_run import PipelineRunInput
 
@@ -87,7 +86,7 @@ class WebhookActivities:
                 await services.start_run_workflow(self._temporal, self._settings, run, run_input)
             except WorkflowAlreadyStartedError:
                 pass  # a retry: the first try's start went through
-        # out of the start outbox (api.run_outbox): a row left unmarked is started again, idempotently
+        # out of the start outbox (services.run_outbox): a row left unmarked is started again, idempotently
         await services.finish_start(self._temporal, self._sessions, [run for run, _ in to_start])
         return result
 
@@ -188,7 +187,7 @@ class WebhookActivities:
                     try:
                         run = services.create_run(session, pipeline, trigger_type=trigger.kind, inputs={},
                                                   trigger_context=context)
-                    except (RequestValidationError, HTTPException) as exc:
+                    except DomainError as exc:
                         result.skipped.append(f"pipeline '{pipeline.name}' matches but cannot start: "
                                               f"{_problem_text(exc)}")
                         continue
@@ -221,11 +220,8 @@ def _masked(text: str, access: ProviderAccess | None) -> str:
 
 
 def _problem_text(exc: Exception) -> str:
-    if isinstance(exc, RequestValidationError):
-        problems = exc.errors()
-    else:
-        detail = getattr(exc, "detail", None)
-        problems = detail if isinstance(detail, list) else [{"msg": str(detail)}]
+    detail = getattr(exc, "detail", None)
+    problems = detail if isinstance(detail, list) else [{"msg": str(detail)}]
     parts = []
     for problem in problems:
         loc = [str(p) for p in problem.get("loc", []) if p != "body"]

@@ -416,7 +416,7 @@ def sweep_workspaces(settings: Settings, sessions: sessionmaker[Session], now: d
     database no longer knows, by age); a running or queued run's workspace stays. Returns the
     run ids removed."""
     from db.models import PipelineRun
-    from workflows.step_types import FINISHED_RUN_STATUSES
+    from domain.step_types import FINISHED_RUN_STATUSES
 
     root = settings.resolved_workspace_dir
     if not root.is_dir():

@@ -1,6 +1,6 @@
 """Request and response shapes of the containers API (templates, policy, quotas, instances).
 
-The bounds are those of :mod:`api.container_specs`; the requests check types and ranges, the
+The bounds are those of :mod:`services.container_specs`; the requests check types and ranges, the
 spec checks (syntax, secrets, the account's policy) run on the resolved spec in the routes.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.container_specs import CPU_RANGE, MEMORY_RANGE, PIDS_RANGE, STORAGE_RANGE, TIMEOUT_RANGE
+from services.container_specs import CPU_RANGE, MEMORY_RANGE, PIDS_RANGE, STORAGE_RANGE, TIMEOUT_RANGE
 
 Cpu = Annotated[float, Field(ge=CPU_RANGE[0], le=CPU_RANGE[1], description="cores")]
 MemoryMb = Annotated[int, Field(ge=MEMORY_RANGE[0], le=MEMORY_RANGE[1])]

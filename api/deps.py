@@ -12,9 +12,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from adapters.temporal import TemporalGateway
 from api import security
 from api.auth import hash_token
-from api.temporal import TemporalGateway
 from db.models import ApiToken
 from settings import Settings
 

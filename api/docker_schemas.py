@@ -204,7 +204,7 @@ class ContainerCreate(BaseModel):
     labels: Labels = Field(default_factory=dict)
     working_dir: str | None = Field(None, max_length=1000, pattern=r"^/")
     start: bool = False
-    # The hardened defaults of container templates (api/container_specs.py); privileged, the host
+    # The hardened defaults of container templates (services/container_specs.py); privileged, the host
     # network, cap_add and bind_mounts need the account's container policy (PUT /container_policy).
     user: str | None = Field("65534:65534", max_length=200,
                              description="user[:group]; null: the image's own user")

@@ -1,36 +1,57 @@
-"""Helpers that turn problems into the API's error shapes.
+"""Domain errors to HTTP: the one place that maps ``domain.errors`` classes to status codes.
 
 Validation problems answer 422 in FastAPI's own shape, ``{"detail": [{"loc", "msg", "type"}]}``,
-so clients handle one format whether FastAPI or our checks found the problem.
+so clients handle one format whether FastAPI or a service found the problem. Routes raise the
+domain errors too (the helpers are re-exported here for them).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
-from fastapi import HTTPException, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    Unavailable,
+    UpstreamFailed,
+    conflict,
+    field_error,
+    from_validation_error,
+    not_found,
+    unprocessable,
+)
+
+__all__ = ["STATUS_OF", "conflict", "field_error", "from_validation_error", "install", "not_found",
+           "status_of", "unprocessable"]
+
+STATUS_OF: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    QuotaExceeded: 429,
+    Unavailable: 503,
+    Forbidden: 403,
+    Gone: 410,
+    UpstreamFailed: 502,
+}
 
 
-def not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
+def status_of(exc: DomainError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS_OF:
+            return STATUS_OF[kind]
+    return 400
 
 
-def conflict(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, message)
-
-
-def unprocessable(errors: list[dict[str, Any]]) -> RequestValidationError:
-    return RequestValidationError(errors)
-
-
-def field_error(loc: list[Any], message: str, kind: str = "value_error") -> RequestValidationError:
-    return RequestValidationError([{"loc": ["body", *loc], "msg": message, "type": kind}])
-
-
-def from_validation_error(exc: ValidationError, prefix: tuple[Any, ...] = ("body",)) -> RequestValidationError:
-    """Pydantic errors without the echoed input (it can be large or hold secrets)."""
-    return RequestValidationError([
-        {"loc": [*prefix, *err["loc"]], "msg": err["msg"], "type": err["type"]} for err in exc.errors()
-    ])
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(status_code=status_of(exc), content={"detail": jsonable_encoder(exc.detail)},
+                            headers=exc.headers or None)

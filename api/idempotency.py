@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from api import errors
 from db.models import IdempotencyKey
+from services.idempotency_keys import purge_expired  # noqa: F401  (the sweep, shared with the outbox)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -161,14 +162,3 @@ def replay(response: Response, row: IdempotencyKey, render: Callable[[int], Any]
     response.status_code = row.status_code or status.HTTP_201_CREATED
     response.headers[REPLAYED_HEADER] = "true"
     return render(row.resource_id)
-
-
-def purge_expired(session: Session, limit: int = 1000) -> int:
-    """Delete up to ``limit`` expired keys (for a periodic sweep; expired keys are already
-    ignored, so this only bounds the table)."""
-    ids = list(session.scalars(select(IdempotencyKey.id).where(IdempotencyKey.expires_at <= _now())
-                               .order_by(IdempotencyKey.id).limit(limit)))
-    if ids:
-        session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(ids)))
-    session.commit()
-    return len(ids)

@@ -12,8 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import database_errors, run_outbox, safe_parse, security
-from api import schedules as schedule_service
+from adapters.temporal import TemporalGateway
+from api import database_errors, errors, safe_parse, security
 from api.routes import (
     approvals,
     containers,
@@ -34,8 +34,9 @@ from api.routes import (
     webhooks,
 )
 from api.streams import StreamHub
-from api.temporal import TemporalGateway
 from db.session import make_engine, make_session_factory
+from services import run_outbox
+from services import schedules as schedule_service
 from settings import Settings, get_settings
 
 API_PREFIX = "/api/v1/devops"
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         # sent in the wrong shape that would put it in the answer (and in logs of proxies).
         problems = [{k: v for k, v in problem.items() if k != "input"} for problem in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": jsonable_encoder(problems)})
+
+    errors.install(app)  # domain errors (NotFound, Conflict, Invalid, ...) -> their status codes
 
     devops = APIRouter(prefix=API_PREFIX)
     devops.include_router(pipelines.router)

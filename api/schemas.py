@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from api.templates import TemplateCategory, TemplateDifficulty, TemplateVersionString
+from services.templates import TemplateCategory, TemplateDifficulty, TemplateVersionString
 
 
 class PipelineStepPublic(BaseModel):

@@ -45,8 +45,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 from db.models import PipelineRun, RunEvent, StepLogChunk
+from domain.step_types import FINISHED_RUN_STATUSES
 from settings import Settings
-from workflows.step_types import FINISHED_RUN_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from common import (  # noqa: E402
 )
 from raw_workflow import RAW_QUEUE, RawThreeActivities  # noqa: E402
 
-PUSH_PAYLOAD = REPO / "tests" / "api" / "webhooks" / "payloads" / "github_push.json"
+PUSH_PAYLOAD = REPO / "tests" / "domain" / "webhooks" / "payloads" / "github_push.json"
 
 
 @dataclass
@@ -136,7 +136,7 @@ async def main() -> None:
     parser.add_argument("--database-url", default="")
     args = parser.parse_args()
 
-    from api.webhooks.signatures import sign
+    from domain.webhooks.signatures import sign
 
     work = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     env = await start_temporal(work)

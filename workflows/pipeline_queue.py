@@ -46,7 +46,7 @@ class PipelineQueueWorkflow:
     @workflow.signal
     def enqueue(self, run: PipelineRunInput) -> None:
         # A run is enqueued again when the API's start outbox re-sends one whose first enqueue it
-        # could not record (api.run_outbox): one that already ran here must not run twice. Patched:
+        # could not record (services.run_outbox): one that already ran here must not run twice. Patched:
         # histories from before never enqueued a finished run again, so they replay unchanged.
         if run.run_id in self._started and workflow.patched("queue-dedupe-started-runs"):
             return

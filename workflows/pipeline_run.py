@@ -44,10 +44,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.git_steps import GitStepActivities, SetCommitStatusInput
     from activities.rollouts import DeployStepPlan, RolloutActivities
     from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
-    from workflows import expressions
+    from domain import expressions
+    from domain.step_types import AVAILABLE_STEP_TYPES
     from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
     from workflows.rollout import RolloutControl, RolloutInput, RolloutOutcome, RolloutWorkflow
-    from workflows.step_types import AVAILABLE_STEP_TYPES
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
 PIPELINE_ID = SearchAttributeKey.for_int("PipelineId")
@@ -73,7 +73,7 @@ def effective_executor(step_type: str, params: dict[str, Any], default_executor:
     """A step's executor: its own `with.executor`, else the installation's default for the types
     that can run in a container (docker when the shell executor is off) — except a `custom` step
     naming a registered handler, which runs the operator's code in the worker. The save-time twin
-    is ``api.pipeline_document.default_executor``."""
+    is ``domain.pipeline_document.default_executor``."""
     executor = params.get("executor")
     if executor:
         return str(executor)

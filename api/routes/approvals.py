@@ -14,10 +14,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.approvals import hash_approval_token
-from api import errors, services
+from adapters.temporal import TemporalGateway
+from api import errors
 from api.deps import SessionDep, TemporalDep, WriterCaller
-from api.temporal import TemporalGateway
 from db.models import PipelineRun, StepApprovalToken, User
+from services import runs as services
 from workflows.pipeline_run import ApprovalDecisionRequest, PipelineRunWorkflow
 
 router = APIRouter(tags=["approvals"])

@@ -31,6 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import container_quota
 from activities.containers import container_name
+from adapters.temporal import TemporalGateway
 from api import errors, idempotency
 from api.container_schemas import (
     ArtifactPublic,
@@ -50,27 +51,23 @@ from api.container_schemas import (
     ContainerTemplatesPublic,
     ContainerTemplateUpdate,
 )
-from api.container_specs import (
-    CAPABILITY,
-    SPEC_FIELDS,
-    PolicyView,
-    check_spec,
-    clean_absolute_path,
-    hardened,
-    normalize_capability,
-    normalized_spec,
-    resolve_spec,
-)
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.temporal import TemporalGateway
 from db.models import (
     Artifact,
     ContainerEvent,
     ContainerInstance,
     ContainerPolicy,
     ContainerTemplate,
-    Secret,
 )
+from services.container_specs import (
+    CAPABILITY,
+    SPEC_FIELDS,
+    clean_absolute_path,
+    hardened,
+    normalize_capability,
+    resolve_spec,
+)
+from services.containers import checked_spec, template_spec
 from settings import Settings
 from workflows.container_execution import (
     ContainerExecutionInput,
@@ -99,32 +96,6 @@ AdminCaller = Annotated[Caller, Depends(require_admin)]
 # ---- shared helpers ---------------------------------------------------------------------------
 
 
-def policy_view(session: Session, account_id: int) -> PolicyView:
-    row = session.scalar(select(ContainerPolicy).where(ContainerPolicy.account_id == account_id))
-    if row is None:
-        return PolicyView()
-    return PolicyView(allow_privileged=row.allow_privileged, allow_host_network=row.allow_host_network,
-                      allowed_capabilities=frozenset(row.allowed_capabilities or []),
-                      allowed_bind_paths=tuple(row.allowed_bind_paths or []))
-
-
-def _secret_names(session: Session, account_id: int, spec: dict[str, Any]) -> set[str]:
-    wanted = {v for v in (spec.get("secret_env") or {}).values() if isinstance(v, str)}
-    if not wanted:
-        return set()
-    return set(session.scalars(select(Secret.name).where(Secret.account_id == account_id,
-                                                         Secret.name.in_(wanted))))
-
-
-def checked_spec(session: Session, account_id: int, spec: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The spec normalised, or 422 listing every problem (each naming its field)."""
-    problems = check_spec(spec, policy_view(session, account_id), _secret_names(session, account_id, spec),
-                          allow_private_registries=settings.private_targets_allowed)
-    if problems:
-        raise errors.unprocessable(problems)
-    return normalized_spec(spec)
-
-
 def _commit_or_conflict(session: Session, message: str) -> None:
     try:
         session.commit()
@@ -147,10 +118,6 @@ def _template_public(row: ContainerTemplate) -> ContainerTemplatePublic:
         privileged=row.privileged, cap_add=list(row.cap_add or []), bind_mounts=list(row.bind_mounts or []),
         created_at=row.created_at, updated_at=row.updated_at,
     )
-
-
-def template_spec(row: ContainerTemplate) -> dict[str, Any]:
-    return {name: getattr(row, name) for name in SPEC_FIELDS}
 
 
 def _owned_template(session: Session, account_id: int, template_id: int) -> ContainerTemplate:

@@ -23,7 +23,6 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.docker_hosts import ACCOUNT_LABEL, classify, docker_client, engine_shared
 from activities.rollouts import FINAL_STATUSES, cluster_target
 from api import errors, idempotency
-from api.container_specs import require_public_registries
 from api.deployment_schemas import (
     DeploymentControl,
     DeploymentControlPublic,
@@ -37,6 +36,7 @@ from api.deployment_schemas import (
 )
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
+from services.container_specs import require_public_registries
 from settings import Settings
 from workflows.rollout import RolloutControl, RolloutInput, RolloutWorkflow, rollout_workflow_id
 

@@ -67,16 +67,8 @@ from activities.docker_hosts import (
     scope_of,
     secret_box,
 )
-from activities.masking import Masker
+from adapters.temporal import TemporalGateway
 from api import errors
-from api.container_specs import (
-    RESERVED_LABEL_PREFIX,
-    check_spec,
-    normalized_spec,
-    require_public_registries,
-    require_public_registry_url,
-    resolve_spec,
-)
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.docker_schemas import (
     ActivitiesPublic,
@@ -115,7 +107,6 @@ from api.docker_schemas import (
     VolumePublic,
     VolumesPublic,
 )
-from api.temporal import TemporalGateway
 from db.models import (
     ContainerRegistry,
     DockerActivity,
@@ -124,6 +115,15 @@ from db.models import (
     DockerHost,
     DockerImage,
     Secret,
+)
+from domain.masking import Masker
+from services.container_specs import (
+    RESERVED_LABEL_PREFIX,
+    check_spec,
+    normalized_spec,
+    require_public_registries,
+    require_public_registry_url,
+    resolve_spec,
 )
 from settings import Settings
 from workflows.host_sync import HostSyncInput, HostSyncWorkflow, host_sync_workflow_id
@@ -786,7 +786,7 @@ _HARDENING_FIELDS = ("user", "read_only_rootfs", "network_mode", "cpu_limit", "m
 def _checked_container_spec(session: Session, account_id: int, body: ContainerCreate) -> dict[str, Any]:
     """The create request as a container spec, checked against the account's container policy
     like a template (422 naming each refused field)."""
-    from api.routes.containers import policy_view
+    from services.containers import policy_view
 
     overrides = {name: getattr(body, name) for name in _HARDENING_FIELDS}
     overrides.update(image=body.image, command=list(body.command or []), labels=dict(body.labels))

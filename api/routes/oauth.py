@@ -28,7 +28,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from activities.git_providers import ProviderError, ProviderUser, RateLimited, client_for, oauth
+from adapters.git_providers import ProviderError, ProviderUser, RateLimited, client_for, oauth
 from api.deps import SessionDep, SettingsDep, WriterCaller
 from api.routes.providers import _credential_public, _explain, _owned, _private_address
 from api.schemas import GitProviderCredentialPublic, ProviderName

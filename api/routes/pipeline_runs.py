@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import object_session
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import errors, idempotency, services
+from adapters.temporal import TemporalGateway
+from api import errors, idempotency
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.schemas import (
     ApprovalDecisionPublic,
@@ -26,9 +27,9 @@ from api.schemas import (
     StepExecutionPublic,
     StepLogPublic,
 )
-from api.temporal import TemporalGateway
 from db.models import ApprovalDecision, PipelineRun, RunEvent, StepApprovalToken, StepExecution, StepLogChunk
-from workflows.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
+from domain.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
+from services import runs as services
 
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
 

@@ -2,7 +2,7 @@
 account, semantic versions, publish and archive, install as a pipeline, and ratings.
 
 Only the owner account changes a template; another account sees it (and may install and rate
-it) only while it is public and published. See ``api.templates`` for the rules."""
+it) only while it is public and published. See ``services.templates`` for the rules."""
 
 from __future__ import annotations
 
@@ -13,10 +13,7 @@ from fastapi import APIRouter, Query, Response, status
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from api import schedules as schedule_service
-from api import templates
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.pipeline_document import ExecutorRules, slugify
 from api.routes.pipelines import _validate, pipeline_public
 from api.schemas import (
     PipelinePublic,
@@ -33,8 +30,11 @@ from api.schemas import (
     TemplateVersionPublic,
     TemplateVersionUpdate,
 )
-from api.templates import MarketplaceSort, TemplateCategory, TemplateDifficulty
 from db.models import PipelineTemplate, PipelineTemplateRating, PipelineTemplateVersion
+from domain.pipeline_document import ExecutorRules, slugify
+from services import schedules as schedule_service
+from services import templates
+from services.templates import MarketplaceSort, TemplateCategory, TemplateDifficulty
 
 router = APIRouter(prefix="/pipeline_templates", tags=["pipeline templates"])
 

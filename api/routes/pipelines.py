@@ -11,17 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from api import errors, idempotency, safe_parse, services
-from api import schedules as schedule_service
+from api import errors, idempotency, safe_parse
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.pipeline_document import (
-    ExecutorRules,
-    PipelineDocument,
-    dump_yaml,
-    normalized,
-    parse_yaml,
-    validate_document,
-)
 from api.routes.pipeline_runs import run_public
 from api.schemas import (
     CloneRequest,
@@ -32,8 +23,18 @@ from api.schemas import (
     TriggerRequest,
 )
 from db.models import Pipeline, PipelineRun
+from domain.pipeline_document import (
+    ExecutorRules,
+    PipelineDocument,
+    dump_yaml,
+    normalized,
+    parse_yaml,
+    validate_document,
+)
+from domain.step_types import FINISHED_RUN_STATUSES
+from services import runs as services
+from services import schedules as schedule_service
 from settings import Settings
-from workflows.step_types import FINISHED_RUN_STATUSES
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 

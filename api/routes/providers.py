@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from activities.git_providers import (
+from adapters.git_providers import (
     CAPABILITIES,
     AuthError,
     NotFound,

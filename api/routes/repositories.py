@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.repositories import REPOSITORY_ARCHIVED, WEBHOOK_URL_UNKNOWN, webhook_url
+from adapters.temporal import TemporalGateway
 from api import errors
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.repository_schemas import (
@@ -43,8 +44,6 @@ from api.repository_schemas import (
     WebhookEventPublic,
     WebhookEventsPublic,
 )
-from api.temporal import TemporalGateway
-from api.webhooks.matching import validate_branch_filter
 from db.models import (
     GitProvider,
     GitProviderCredential,
@@ -54,6 +53,7 @@ from db.models import (
     PipelineRepository,
     PipelineRun,
 )
+from domain.webhooks.matching import validate_branch_filter
 from settings import Settings
 from workflows.repository_sync import (
     RepositorySyncInput,

@@ -17,9 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
-from api import errors, security, services
+from api import errors, security
 from api.deps import Caller, bearer, get_caller_with_own_session
 from api.streams import CursorError, LogCursor, StreamHub, parse_event_cursor, parse_log_cursor
+from services import runs as services
 
 T = TypeVar("T")
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])

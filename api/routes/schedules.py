@@ -15,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from temporalio.client import ScheduleDescription
 
-from api import errors, services
-from api import schedules as service
+from adapters.temporal import TemporalGateway
+from api import errors
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.routes.pipeline_runs import run_public
 from api.schemas import PipelineRunPublic
-from api.temporal import TemporalGateway
 from db.models import PipelineRun, Schedule
+from services import runs as services
+from services import schedules as service
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 

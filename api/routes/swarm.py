@@ -59,8 +59,8 @@ from activities.swarm import (
     running_counts,
     service_values,
 )
+from adapters.temporal import TemporalGateway
 from api import errors, safe_parse
-from api.container_specs import RESERVED_LABEL_PREFIX, check_compose, require_public_registries
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from api.docker_schemas import SyncCountsPublic
 from api.routes.docker import (
@@ -110,7 +110,6 @@ from api.swarm_schemas import (
     VolumePublic,
     VolumesPublic,
 )
-from api.temporal import TemporalGateway
 from db.models import (
     ServiceRevision,
     SwarmCluster,
@@ -120,6 +119,7 @@ from db.models import (
     SwarmService,
     SwarmStack,
 )
+from services.container_specs import RESERVED_LABEL_PREFIX, check_compose, require_public_registries
 from settings import Settings
 from workflows.swarm_sync import SwarmSyncInput, SwarmSyncWorkflow, swarm_sync_workflow_id
 
@@ -697,8 +697,8 @@ def service_spec(body: ServiceCreate) -> dict[str, Any]:
 
 def _check_service_networks(session: Session, account_id: int, networks: list[str]) -> None:
     """The ``host`` network needs the account's container policy, as for templates."""
-    from api.container_specs import POLICY_HINT
-    from api.routes.containers import policy_view
+    from services.container_specs import POLICY_HINT
+    from services.containers import policy_view
 
     allowed = policy_view(session, account_id).allow_host_network
     session.rollback()
@@ -1038,8 +1038,8 @@ def _check_externals(client: Any, externals: list[tuple[str, str, str]]) -> None
 def _checked_compose(session: Session, account_id: int, text: str) -> tuple[str, list[tuple[str, str, str]]]:
     """The compose file checked against the account's container policy (422 naming the service and
     key) and returned with ``devops.account`` on every service, its containers, networks and volumes."""
-    from api.routes.containers import policy_view
     from api.safe_parse import load_yaml
+    from services.containers import policy_view
 
     document = load_yaml(text, ("body", "compose"))
     problems = check_compose(document, policy_view(session, account_id))

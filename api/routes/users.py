@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from activities.network_targets import check_host
+from adapters.network_targets import check_host
 from api import errors
 from api.deps import CurrentCaller, SessionDep, SettingsDep
 from db.models import User

@@ -27,13 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from temporalio.common import WorkflowIDConflictPolicy
 
+from adapters.temporal import TemporalGateway
 from api import safe_parse
 from api.deps import SessionDep, SettingsDep, TemporalDep
-from api.temporal import TemporalGateway
-from api.webhooks import events as webhook_events
-from api.webhooks import signatures
 from db.crypto import SecretBox
 from db.models import GitProvider, GitRepository, GitWebhookEvent
+from domain.webhooks import events as webhook_events
+from domain.webhooks import signatures
 from settings import Settings
 from workflows.webhook_dispatch import WebhookDispatchInput, WebhookDispatchWorkflow, dispatch_workflow_id
 

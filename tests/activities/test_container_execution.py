@@ -22,7 +22,6 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowFailureError
 
-from activities.artifact_store import ArtifactStore
 from activities.containers import (
     LOG_CAP_BYTES,
     LOG_TRUNCATED_MARKER,
@@ -31,6 +30,7 @@ from activities.containers import (
     container_name,
     owner_label,
 )
+from adapters.artifact_store import ArtifactStore
 from db.crypto import SecretBox
 from db.models import (
     Artifact,

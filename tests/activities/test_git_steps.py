@@ -17,19 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.git_providers import base as provider_base
-from activities.git_providers.github import GitHubClient
 from activities.git_steps import (
     GitStepActivities,
     SetCommitStatusInput,
     comment_marker,
 )
 from activities.steps import STEP_FAILED, StepResult
+from adapters.git_providers import base as provider_base
+from adapters.git_providers.github import GitHubClient
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, GitRepository, StepLogChunk
 from settings import Settings
 from tests.activities.conftest import TEST_SECRET_KEY, log_text, make_run_rows, step_input
-from tests.activities.git_providers.fakes import FAKES, TOKEN, FakeProviderServer, sha
+from tests.adapters.git_providers.fakes import FAKES, TOKEN, FakeProviderServer, sha
 from tests.harness import wait_run
 
 ALL = ["github", "gitlab", "gitea", "bitbucket"]
@@ -447,7 +447,7 @@ def test_a_pipeline_run_creates_a_branch_and_comments_through_the_provider(stack
 
 def test_an_internal_provider_base_url_is_refused_unless_private_targets_are_allowed(stack):
     """Workers connect to the provider for any member who can run a git step or a sync."""
-    from activities.git_providers.credentials import TargetRefused, access_for_credential
+    from adapters.git_providers.credentials import TargetRefused, access_for_credential
     from db.crypto import SecretBox
     from db.models import GitProvider, GitProviderCredential
 

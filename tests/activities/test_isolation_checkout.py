@@ -12,8 +12,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.network_targets import image_registry_problem, parse_git_remote, repository_check
 from activities.steps import STEP_FAILED, StepActivities, _pinned_git_config
+from adapters.network_targets import image_registry_problem, parse_git_remote, repository_check
 from tests.activities.conftest import make_test_settings, step_input
 
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.test", "-c", "init.defaultBranch=main"]

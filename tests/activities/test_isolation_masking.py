@@ -13,8 +13,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 from sqlalchemy import select
 
-from activities.masking import MASK, MIN_PART_LENGTH, Masker
 from db.models import StepLogChunk
+from domain.masking import MASK, MIN_PART_LENGTH, Masker
 from tests.harness import wait_run
 
 # 52 bytes: its base64 (72 chars) stays on one line, its hex (104 chars) wraps at xxd's 60

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from activities.container_quota import HOLDING_STATUSES
 from activities.containers import container_name
 from api.auth import issue_token
-from api.container_specs import PolicyView, check_spec, resolve_spec
 from api.routes.containers import _callback_problem
 from db.models import Artifact, ContainerEvent, ContainerInstance, User
+from services.container_specs import PolicyView, check_spec, resolve_spec
 from tests.docker_support import busybox_image, docker_or_skip
 
 IMAGE = "devops-test/busybox:latest"  # syntax only: the API never pulls

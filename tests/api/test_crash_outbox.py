@@ -2,7 +2,7 @@
 
 The API writes the run row and then starts its workflow; killed in between, the row stayed
 ``pending``/``queued`` forever. Now the row is the start outbox (``workflow_started_at`` NULL) and
-the API's reconciler (api.run_outbox) starts it at the next API start, or fails it with a reason.
+the API's reconciler (services.run_outbox) starts it at the next API start, or fails it with a reason.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from sqlalchemy import func, select, update
 from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError, RPCStatusCode
 
-from api import run_outbox, services
-from api.temporal import TemporalGateway
+from adapters.temporal import TemporalGateway
 from db.models import Pipeline, PipelineRun, RunEvent
+from services import run_outbox
+from services import runs as services
 from tests.harness import FINISHED, REPO, ApiServer, Stack, free_port, make_settings, wait_for, wait_run
 
 BURST = 50

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from activities.git_providers import ProviderDown, ProviderError, client_for
+from adapters.git_providers import ProviderDown, ProviderError, client_for
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, GitRepository, GitWebhookEvent
-from tests.activities.git_providers.fakes import FAKES, TOKEN, FakeProviderServer, sha
+from tests.adapters.git_providers.fakes import FAKES, TOKEN, FakeProviderServer, sha
 from tests.api.test_webhooks import Repo, create_pipeline, deliver, link, payload_bytes, runs_of
 from tests.harness import Stack, wait_for, wait_run
 

@@ -40,8 +40,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api.webhooks.signatures import sign
-from tests.activities.git_providers.fakes import TOKEN, FakeGitHub
+from domain.webhooks.signatures import sign
+from tests.adapters.git_providers.fakes import TOKEN, FakeGitHub
 from tests.docker_support import IN_CI, busybox_image, docker_or_skip
 from tests.harness import Account, Stack, wait_for, wait_run
 
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.xdist_group("swarm")
 PREFIX = "/api/v1/devops"
 SOCKET = "unix:///var/run/docker.sock"
 LABEL = "devops-test-matrix"
-PAYLOADS = Path(__file__).parent / "webhooks" / "payloads"
+PAYLOADS = Path(__file__).parent.parent / "domain" / "webhooks" / "payloads"
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 
 #: Operations walked with something other than B's resource, and why.

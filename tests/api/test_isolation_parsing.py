@@ -246,7 +246,7 @@ def test_the_document_model_refuses_nul_on_its_own():
     """Documents that never pass the HTTP guard (install, clone) are checked by the model too."""
     from pydantic import ValidationError
 
-    from api.pipeline_document import PipelineDocument
+    from domain.pipeline_document import PipelineDocument
 
     with pytest.raises(ValidationError) as raised:
         PipelineDocument.model_validate(doc("x", working_directory="sub\u0000dir"))

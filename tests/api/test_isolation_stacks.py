@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from api.container_specs import PolicyView, check_compose
+from services.container_specs import PolicyView, check_compose
 from tests.docker_support import busybox_image, docker_or_skip
 
 SOCKET = "unix:///var/run/docker.sock"

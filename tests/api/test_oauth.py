@@ -15,11 +15,11 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from activities.git_providers.credentials import access_for_credential
-from activities.git_providers.oauth import web_url
+from adapters.git_providers.credentials import access_for_credential
+from adapters.git_providers.oauth import web_url
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, OAuthState
-from tests.activities.git_providers.fakes import FAKES, FakeProviderServer
+from tests.adapters.git_providers.fakes import FAKES, FakeProviderServer
 
 CALLBACK_PATH = "/api/v1/devops/providers/oauth/callback"
 LOGINS = {"github": "octocat", "gitlab": "root", "gitea": "gitea_admin", "bitbucket": "ada"}
@@ -341,7 +341,7 @@ def test_an_expiring_token_is_refreshed_before_use(stack, servers, provider_type
 
 
 def test_a_refused_refresh_is_an_auth_error_and_keeps_the_row(stack, servers):
-    from activities.git_providers import AuthError
+    from adapters.git_providers import AuthError
 
     acct = stack.account()
     fake = servers["gitea"]

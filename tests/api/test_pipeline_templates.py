@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api.pipeline_document import PipelineDocument, normalized
 from db.models import Pipeline, PipelineTemplateVersion, Schedule
+from domain.pipeline_document import PipelineDocument, normalized
 from tests.harness import wait_run
 
 

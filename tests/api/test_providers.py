@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential
-from tests.activities.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
+from tests.adapters.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
 
 EXPECTED_USERS = {
     "github": ("octocat", "The Octocat", ["repo", "admin:repo_hook", "read:user"]),

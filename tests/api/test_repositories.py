@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from activities.git_providers import RateLimited, client_for
-from activities.git_providers.base import AuthError
 from activities.repositories import provider_errors
+from adapters.git_providers import RateLimited, client_for
+from adapters.git_providers.base import AuthError
 from db.crypto import SecretBox
 from db.models import GitProviderCredential, GitRepository, GitWebhookEvent, Pipeline, PipelineRun
-from tests.activities.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
+from tests.adapters.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
 
 PROVIDERS = list(FAKES)
 

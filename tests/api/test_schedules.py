@@ -23,8 +23,8 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.schedules import reconcile_schedules
 from db.models import Schedule as ScheduleRow
+from services.schedules import reconcile_schedules
 from tests.harness import ApiServer, free_port, wait_for, wait_run
 from workflows.scheduled_trigger import ScheduledTriggerInput
 
@@ -397,7 +397,7 @@ def test_reconcile_repairs_what_drifted_and_removes_orphans(stack, caplog):
     wait_for(lambda: orphan_id in stack.infra.run(_listed_ids(stack)), message="the orphan to be listed")
     assert client.get(f"/schedules/{deleted['id']}").json()["temporal_state"] == "missing"
 
-    with caplog.at_level(logging.INFO, logger="api.schedules"):
+    with caplog.at_level(logging.INFO, logger="services.schedules"):
         report = stack.infra.run(reconcile_schedules(stack.temporal, stack.sessions, stack.settings))
     assert deleted["id"] in report.recreated
     assert drifted["id"] in report.updated

@@ -1,4 +1,4 @@
-"""Semantic versions of pipeline templates (``api.templates``): what is accepted and how
+"""Semantic versions of pipeline templates (``services.templates``): what is accepted and how
 versions are ordered (semver.org 2.0.0, section 11)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_core import PydanticCustomError
 
-from api.templates import check_semver, semver_key
+from services.templates import check_semver, semver_key
 
 # The precedence example of semver.org, lowest first.
 SPEC_ORDER = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.webhooks.signatures import sign
-from tests.activities.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
+from domain.webhooks.signatures import sign
+from tests.adapters.git_providers.fakes import FAKES, TOKEN, FakeProviderServer
 from tests.harness import wait_for, wait_run
 from tests.workflows.test_durability import HISTORIES, _histories_of, _replay
 
-PAYLOADS = Path(__file__).parent / "webhooks" / "payloads"
+PAYLOADS = Path(__file__).parent.parent / "domain" / "webhooks" / "payloads"
 
 
 @pytest.fixture(scope="module")

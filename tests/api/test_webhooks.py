@@ -16,8 +16,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from api.webhooks.events import normalize_all
-from api.webhooks.signatures import sign
 from db.crypto import SecretBox
 from db.models import (
     GitProvider,
@@ -27,10 +25,12 @@ from db.models import (
     PipelineRepository,
     PipelineRun,
 )
+from domain.webhooks.events import normalize_all
+from domain.webhooks.signatures import sign
 from tests.harness import Account, Stack, wait_for, wait_run
 from tests.workflows.test_durability import HISTORIES, _histories_of, _replay
 
-PAYLOADS = Path(__file__).parent / "webhooks" / "payloads"
+PAYLOADS = Path(__file__).parent.parent / "domain" / "webhooks" / "payloads"
 
 #: provider → (event header value, payload file, delivery header, event header)
 PUSH = {

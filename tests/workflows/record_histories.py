@@ -21,8 +21,8 @@ from datetime import timedelta
 import pytest
 from temporalio.client import ScheduleBackfill, ScheduleOverlapPolicy, WorkflowFailureError
 
-from api import services
 from db.models import Pipeline
+from services import runs as services
 from tests.activities.test_container_execution import (
     instance,
     make_instance,

@@ -12,12 +12,12 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from api import services
 from api.auth import create_account_with_admin
-from api.pipeline_document import PipelineDocument
 from db.migrate import upgrade
 from db.models import StepApprovalToken, StepExecution
 from db.session import make_engine, make_session_factory
+from domain.pipeline_document import PipelineDocument
+from services import runs as services
 from tests.harness import make_settings
 from worker import build_workers
 from workflows.pipeline_run import PipelineRunWorkflow

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from api import services
 from api.auth import issue_token
 from db.models import Pipeline, RunEvent, StepApprovalToken, User
+from services import runs as services
 from tests.harness import wait_for, wait_run
 from tests.workflows.test_pipeline_run import create_pipeline, sh, steps_by_id, trigger
 from workflows.pipeline_run import PipelineRunWorkflow

@@ -14,8 +14,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from api import services
 from db.models import Pipeline
+from services import runs as services
 from tests.harness import build_stack, make_settings, wait_for, wait_run, worker_process
 from tests.workflows.test_pipeline_run import _alive, create_pipeline, sh, steps_by_id, trigger
 from workflows.pipeline_run import PipelineRunWorkflow

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from api.pipeline_document import ExecutorRules, validate_document
+from domain.pipeline_document import ExecutorRules, validate_document
 from settings import Settings
 from tests.docker_support import busybox_image, docker_or_skip
 from tests.harness import wait_for, wait_run

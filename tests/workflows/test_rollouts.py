@@ -20,9 +20,8 @@ from docker.errors import NotFound
 from docker.types import ServiceMode
 from temporalio.worker import Replayer
 
-from activities.rollouts import achieved_weight, canary_replicas, parse_duration
-from api.deployment_schemas import rollout_problems
 from db.models import SwarmCluster
+from domain.rollouts import achieved_weight, canary_replicas, parse_duration, rollout_problems
 from tests.docker_support import busybox_image, docker_or_skip
 from tests.harness import build_stack, connect, make_settings, wait_for, wait_run, worker_process
 from tests.workflows.test_pipeline_run import create_pipeline, steps_by_id, trigger

@@ -38,8 +38,8 @@ from activities.schedules import (
     ScheduleActivities,
     StartScheduledRunInput,
 )
-from api.schedules import trigger_workflow_ids
 from db.models import Schedule
+from services.schedules import trigger_workflow_ids
 from tests.harness import wait_for, wait_run
 from workflows.scheduled_trigger import ScheduledTriggerOutcome, ScheduledTriggerWorkflow
 
