@@ -359,7 +359,7 @@ def _check_private_targets(step: StepDocument, base: tuple[Any, ...], allow_priv
     """A literal `with.repository` (checkout) or `with.image` that the step would refuse at run
     time: a local path, file://, an internal address written out, a remote helper. No lookups here
     (names are checked when the step runs); values with expressions are left to run time."""
-    from adapters.network_targets import image_registry_problem, static_repository_problem
+    from domain.network_rules import static_image_problem, static_repository_problem
 
     problems = []
     repository, image = step.with_.get("repository"), step.with_.get("image")
@@ -369,7 +369,7 @@ def _check_private_targets(step: StepDocument, base: tuple[Any, ...], allow_priv
         if problem:
             problems.append(_err((*base, "with", "repository"), "private_target", problem))
     if isinstance(image, str) and not expressions.has_templates(image):
-        problem = image_registry_problem(image, allow_private, resolve_names=False)
+        problem = static_image_problem(image, allow_private)
         if problem:
             problems.append(_err((*base, "with", "image"), "private_target", problem))
     return problems

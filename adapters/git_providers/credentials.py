@@ -8,18 +8,17 @@ provider issued a refresh token (see ``adapters.git_providers.oauth``).
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from adapters.git_providers.base import GitProviderClient, NotFound, ProviderError
 from adapters.git_providers.factory import client_for
+from adapters.network_targets import check_host
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, GitRepository
+from domain.network_rules import url_host_port, worded_refusal
 from settings import Settings
 
 
@@ -43,23 +42,15 @@ class TargetRefused(ProviderError):
 def refuse_internal_base_url(settings: Settings, provider: GitProvider) -> None:
     """Workers connect to ``base_url`` for any member who can trigger a sync or a git step, so an
     internal address is refused unless ``DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS`` (the API's test
-    connection and the ``notify`` step follow the same rule)."""
+    connection and the ``notify`` step follow the same rule: ``adapters.network_targets``). A name
+    that does not resolve passes: the client's own connection error will say so."""
     if settings.private_targets_allowed or not provider.base_url:
         return
-    parts = urlsplit(provider.base_url)
-    host = parts.hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80),
-                                   type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return  # the client's own connection error will say so
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            raise TargetRefused(
-                f"provider '{provider.name}' has a base URL whose host {host} resolves to {address}, a loopback, "
-                "private or link-local address; refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow "
-                "internal providers)", provider=provider.provider_type)
+    host, port = url_host_port(provider.base_url)
+    check = check_host(host, port, what="the base URL's", unresolvable_ok=True)
+    if check.problem:
+        raise TargetRefused(worded_refusal(check, lead=f"provider '{provider.name}' has a base URL whose host ",
+                                           allow="providers"), provider=provider.provider_type)
 
 
 def secret_box(settings: Settings) -> SecretBox:

@@ -13,8 +13,6 @@ a spec carries secret names, and the workflow masks values in the logs it stores
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -31,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities import container_quota
 from activities.containers import container_name
+from adapters.network_targets import check_host
 from adapters.temporal import TemporalGateway
 from api import errors, idempotency
 from api.container_schemas import (
@@ -59,6 +58,7 @@ from db.models import (
     ContainerPolicy,
     ContainerTemplate,
 )
+from domain.network_rules import url_host_port, worded_refusal
 from services.container_specs import (
     CAPABILITY,
     SPEC_FIELDS,
@@ -312,17 +312,12 @@ def _callback_problem(url: str, allow_private: bool) -> str | None:
     if allow_private:
         return None
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, ValueError):
+        check = check_host(*url_host_port(url), what="the callback URL's")
+    except ValueError:  # an invalid port
+        check = None
+    if check is None or check.unresolvable:
         return f"host {parts.hostname!r} does not resolve"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        # the notify step's rule: `not is_global` also covers e.g. 100.64.0.0/10
-        if not address.is_global or address.is_multicast:
-            return (f"{parts.hostname} resolves to {address}, a loopback, private or link-local address; refused "
-                    "(set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal targets)")
-    return None
+    return worded_refusal(check, lead="") if check.problem else None
 
 
 def _summary_fields(row: ContainerInstance) -> dict[str, Any]:

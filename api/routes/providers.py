@@ -12,12 +12,8 @@ and rule as the ``notify`` step): otherwise any member could probe the internal 
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -35,6 +31,7 @@ from adapters.git_providers import (
     RateLimited,
     client_for,
 )
+from adapters.network_targets import check_host
 from api import errors
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
 from api.schemas import (
@@ -50,6 +47,7 @@ from api.schemas import (
 )
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential
+from domain.network_rules import url_host_port, worded_refusal
 
 router = APIRouter(prefix="/providers", tags=["providers"])
 
@@ -233,19 +231,11 @@ def _load_target(session: Session, caller: Caller, provider_id: int, credential_
 
 async def _private_address(base_url: str) -> str | None:
     """Why the test must not connect to ``base_url`` (it resolves to an internal address), or None."""
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return f"{UNREACHABLE} (host {host!r} does not resolve)"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global or address.is_multicast:
-            return (f"the base URL's host {host} resolves to {address}, a loopback, private or link-local "
-                    "address; refused (set DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS=true to allow internal providers)")
-    return None
+    host, port = url_host_port(base_url)
+    check = await run_in_threadpool(check_host, host, port, what="the base URL's")
+    if check.unresolvable:
+        return f"{UNREACHABLE} (host {check.host!r} does not resolve)"
+    return worded_refusal(check, lead="the base URL's host ", allow="providers") if check.problem else None
 
 
 def _probe(target: _Target) -> ProviderUser:

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.steps import STEP_FAILED, StepActivities, _pinned_git_config
-from adapters.network_targets import image_registry_problem, parse_git_remote, repository_check
+from adapters.network_targets import image_registry_problem, repository_check
 from tests.activities.conftest import make_test_settings, step_input
 
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.test", "-c", "init.defaultBranch=main"]
@@ -113,17 +113,6 @@ def test_git_refuses_a_local_path_under_the_pinned_options(tmp_path, bare_repo):
     result = subprocess.run(["git", *options, "ls-remote", str(bare_repo)], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode != 0 and "transport 'file' not allowed" in result.stderr
-
-
-@pytest.mark.parametrize(
-    ("repository", "kind", "host"),
-    [("https://github.com/a/b.git", "url", "github.com"), ("git@github.com:a/b.git", "scp", "github.com"),
-     ("user@[::1]:repo.git", "scp", "::1"), ("./dir:with-colon", "local", ""), ("/srv/repo.git", "local", ""),
-     ("ext::sh", "helper", "")],
-)
-def test_repository_strings_are_classified_like_git_does(repository, kind, host):
-    remote = parse_git_remote(repository)
-    assert (remote.kind, remote.host) == (kind, host)
 
 
 def test_a_public_literal_address_passes_the_repository_check():
