@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, object_session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -260,6 +260,9 @@ async def _start_run_workflow(temporal: TemporalGateway, settings: Settings, run
         inp,
         id=run.workflow_id,
         task_queue=settings.task_queue,
+        # a run's workflow runs once: a start racing a finished execution (the outbox reconciler
+        # after a crash, a retried request) must not begin a second one
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=run_search_attributes(inp, "running"),
         static_summary=f"{inp.pipeline_name} #{inp.run_number}",
         memo={"pipeline": inp.pipeline_name, "run_number": inp.run_number},

@@ -355,3 +355,22 @@ def test_the_queue_never_runs_a_run_twice_when_its_enqueue_is_sent_again(stack):
     children = [e.start_child_workflow_execution_initiated_event_attributes.workflow_id for e in history.events
                 if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
     assert children == [f"run-{first['id']}", f"run-{second['id']}"]  # the first run's workflow ran once
+
+
+def test_a_start_sent_again_after_the_run_finished_does_not_run_it_twice(stack):
+    """The outbox (or a retried request) re-sends the start of a run whose first start went
+    through but was not recorded, after that run has already finished: the finished workflow id
+    is not reused, so no second execution begins and no step runs again."""
+    acct = stack.account()
+    ran = shared_dir() / "ran-direct"
+    pipeline_id = create_pipeline(stack, acct, f'echo "$DEVOPS_RUN_ID" >> {ran}', allow_concurrent=True)
+    first = acct.client.post(f"/pipelines/{pipeline_id}/trigger", json={}).json()
+    assert wait_run(acct.client, first["id"])["status"] == "success"
+    gateway = TemporalGateway(stack.settings, stack.temporal)
+    with stack.sessions() as session:
+        run = session.get(PipelineRun, first["id"])
+        inp = services.workflow_input(run, stack.settings)
+        run.status = "pending"  # as the outbox saw it before the first start was recorded
+        stack.infra.run(services.start_run_workflow(gateway, stack.settings, run, inp))  # accepted, not started
+    assert workflow_runs(stack, first["id"]) == 1
+    assert ran.read_text().split() == [str(first["id"])]
