@@ -17,18 +17,17 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.approvals import ApprovalActivities
 from activities.bookkeeping import RunBookkeeping
-from activities.container_steps import ContainerStepActivities
 from activities.containers import ContainerActivities
 from activities.docker_hosts import DockerHostActivities
 from activities.git_steps import GitStepActivities
 from activities.repositories import RepositoryActivities
 from activities.rollouts import RolloutActivities
 from activities.schedules import ScheduleActivities
-from activities.steps import StepActivities
+from activities.step_registry import step_activity_methods
 from activities.swarm import SwarmActivities
 from activities.webhooks import WebhookActivities
 from activities.workspaces import kill_orphaned_steps, sweep_workspaces
@@ -57,9 +56,7 @@ async def connect(settings: Settings) -> Client:
 def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()) -> list[Worker]:
     """The workers this process runs; tests call this with their own client and settings."""
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    steps = StepActivities(settings, sessions)
     git_steps = GitStepActivities(settings, sessions)
-    container_steps = ContainerStepActivities(settings, sessions)
     bookkeeping = RunBookkeeping(sessions)
     schedules = ScheduleActivities(settings, sessions, client)
     approvals = ApprovalActivities(settings, sessions)
@@ -69,10 +66,8 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
     docker_hosts = DockerHostActivities(settings, sessions)
     rollouts = RolloutActivities(settings, sessions)
     swarm = SwarmActivities(settings, sessions)
-    step_activities = [steps.run_tests, steps.checkout, steps.notify, steps.custom,
-                       git_steps.create_branch, git_steps.create_pr, git_steps.post_comment,
-                       container_steps.prepare, container_steps.collect, container_steps.upload_artifact,
-                       container_steps.download_artifact, steps.remove_workspace]
+    # every step type's activity from the registry (activities.step_registry), plus their helpers
+    step_activities = step_activity_methods(settings, sessions, [git_steps])
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=32)
     common = {"max_heartbeat_throttle_interval": timedelta(seconds=1),
               "default_heartbeat_throttle_interval": timedelta(seconds=1)}
@@ -84,6 +79,9 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
             client,
             task_queue=settings.task_queue,
             workflows=WORKFLOWS,
+            # The workflows are sandboxed by definition; this worker runs them unsandboxed unless
+            # DEVOPS_WORKFLOW_SANDBOX=true (the sandbox cost ~30 ms CPU per run: README, How it works).
+            **({} if settings.workflow_sandbox else {"workflow_runner": UnsandboxedWorkflowRunner()}),
             activities=[*step_activities, bookkeeping.record_run_progress, approvals.open_gate,
                         approvals.record_decision, schedules.start_scheduled_run, schedules.await_run,
                         webhooks.dispatch_webhook_event,

@@ -1,5 +1,6 @@
 """Git step types that talk to a provider (create_branch, create_pr, post_comment), the
-``set_commit_status`` activity, and the credential side of a private ``checkout``.
+``set_commit_status`` activity (the credential side of a private ``checkout`` is
+``activities.checkout_source``).
 
 The repository a step acts on is ``with.repository_id`` (a ``GitRepository`` of the run's
 account) or else the repository whose webhook triggered the run. The provider client and its
@@ -16,7 +17,6 @@ class: ``RateLimited`` and ``ProviderDown`` are raised for Temporal to retry, ev
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 from collections.abc import Callable
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.steps import HEARTBEAT_SECONDS, StepActivities, StepInput, StepResult, step_failed
+from activities.checkout_source import ChainedMasker, git_http_user, repository_id_param, token_masker
+from activities.step_contract import HEARTBEAT_SECONDS, StepInput, StepResult, step_failed
+from activities.steps import StepActivities
 from adapters.git_providers.base import (
     Branch,
     GitProviderClient,
@@ -40,41 +41,17 @@ from adapters.git_providers.base import (
 from adapters.git_providers.credentials import ProviderAccess, access_for_repository
 from db.models import GitRepository
 from domain.masking import Masker
-from settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The user name git sends with the token (HTTP Basic), per provider.
-GIT_HTTP_USERS = {"github": "x-access-token", "gitea": "x-access-token", "gitlab": "oauth2",
-                  "bitbucket": "x-token-auth"}
 _SHA = re.compile(r"^[0-9a-fA-F]{7,40}$")
 
 
 def comment_marker(run_id: int, step_id: str) -> str:
     """The hidden marker that makes post_comment update its own comment on a re-run."""
     return f"devops-run-{run_id}-step-{step_id}"
-
-
-def _masker(token: str, user: str) -> Masker:
-    return Masker([token, f"{user}:{token}"])
-
-
-class _ChainedMasker(Masker):
-    """A step's secrets masker plus the provider token's."""
-
-    def __init__(self, *maskers: Masker) -> None:
-        super().__init__()
-        self._maskers = [m for m in maskers if m]
-
-    def __bool__(self) -> bool:
-        return bool(self._maskers)
-
-    def mask(self, text: str) -> str:
-        for masker in self._maskers:
-            text = masker.mask(text)
-        return text
 
 
 async def _in_thread_with_heartbeats(fn: Callable[..., T], *args: Any) -> T:
@@ -92,68 +69,6 @@ def retryable_error(exc: ProviderError, masker: Masker) -> ApplicationError:
     if isinstance(exc, RateLimited) and exc.retry_after:
         delay = timedelta(seconds=min(exc.retry_after, 600))
     return ApplicationError(masker.mask(exc.message), type=type(exc).__name__, next_retry_delay=delay)
-
-
-# ---- private checkout ------------------------------------------------------------------
-
-
-@dataclass
-class CheckoutSource:
-    """A GitRepository to clone with its credential: the token travels only in ``env``."""
-
-    url: str
-    ref: str
-    full_name: str
-    env: dict[str, str]
-    masker: Masker
-    hint: str
-
-    def mask_with(self, masker: Masker) -> Masker:
-        return _ChainedMasker(self.masker, masker)
-
-
-def checkout_source(settings: Settings, sessions: sessionmaker[Session], inp: StepInput,
-                    params: dict[str, Any]) -> CheckoutSource | None:
-    """The repository ``checkout`` clones through a provider credential, or None for a plain
-    ``with.repository`` URL. Blocking (database, OAuth refresh): run it in a thread."""
-    repository_id = params.get("repository_id")
-    if repository_id is not None and params.get("repository"):
-        raise step_failed("checkout takes `with.repository` (a git URL) or `with.repository_id`, not both")
-    if repository_id is None:
-        if params.get("repository") or inp.trigger_repository_id is None:
-            return None
-        repository_id = inp.trigger_repository_id
-    repository_id = _repository_id(repository_id)
-    with sessions.begin() as session:
-        try:
-            access, repository = access_for_repository(session, settings, inp.account_id, repository_id)
-        except ProviderError as exc:
-            raise step_failed(f"checkout: {exc.message}") from None
-        access.close()  # only the token is needed: git talks to the server itself
-        user = GIT_HTTP_USERS.get(access.provider.provider_type, "x-access-token")
-        basic = base64.b64encode(f"{user}:{access.token}".encode()).decode()
-        env = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-               "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"}
-        if repository.id == inp.trigger_repository_id and inp.trigger_sha:
-            ref = inp.trigger_sha
-        else:
-            ref = repository.default_branch or "HEAD"
-        hint = (f"the repository {repository.full_name} was fetched with the token of credential "
-                f"'{access.credential.name}'; if it is wrong, expired or cannot read the repository, update it "
-                f"under /providers/{access.provider.id}/credentials")
-        if not repository.clone_url:
-            raise step_failed(f"repository {repository.full_name} has no clone URL; sync its provider first")
-        return CheckoutSource(url=repository.clone_url, ref=ref, full_name=repository.full_name, env=env,
-                              masker=_masker(access.token, user), hint=hint)
-
-
-def _repository_id(value: Any) -> int:
-    if isinstance(value, bool):
-        raise step_failed("`with.repository_id` must be the id of a repository of this account")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise step_failed("`with.repository_id` must be the id of a repository of this account") from None
 
 
 # ---- set_commit_status -----------------------------------------------------------------
@@ -208,14 +123,14 @@ class GitStepActivities(StepActivities):
             repository_id = inp.trigger_repository_id
         if repository_id is None:
             raise step_failed(f"{step_type} needs `with.repository_id` or a run triggered by a repository webhook")
-        repository_id = _repository_id(repository_id)
+        repository_id = repository_id_param(repository_id)
         with self._sessions.begin() as session:
             try:
                 access, repository = access_for_repository(session, self._settings, inp.account_id, repository_id)
             except ProviderError as exc:
                 raise step_failed(f"{step_type}: {exc.message}") from None
-        user = GIT_HTTP_USERS.get(access.provider.provider_type, "x-access-token")
-        return _Target(access=access, repository=repository, masker=_masker(access.token, user),
+        user = git_http_user(access.provider.provider_type)
+        return _Target(access=access, repository=repository, masker=token_masker(access.token, user),
                        is_trigger_repository=repository.id == inp.trigger_repository_id)
 
     async def _run(self, inp: StepInput, step_type: str,
@@ -224,7 +139,7 @@ class GitStepActivities(StepActivities):
         line, and map provider errors to a step failure or a Temporal retry."""
         params, _env, secrets_masker = await asyncio.to_thread(self._prepare, inp)
         target = await _in_thread_with_heartbeats(self._target, inp, params, step_type)
-        masker = _ChainedMasker(target.masker, secrets_masker)
+        masker = ChainedMasker(target.masker, secrets_masker)
         failure: str | None = None
         try:
             outputs, line = await _in_thread_with_heartbeats(work, params, target)
@@ -371,7 +286,7 @@ class GitStepActivities(StepActivities):
                 access, repository = access_for_repository(session, self._settings, inp.account_id,
                                                            inp.repository_id)
                 full_name = repository.full_name
-            masker = _masker(access.token, GIT_HTTP_USERS.get(access.provider.provider_type, "x-access-token"))
+            masker = token_masker(access.token, git_http_user(access.provider.provider_type))
             try:
                 access.client.set_commit_status(full_name, inp.sha, inp.state,  # type: ignore[arg-type]
                                                 context, inp.description, inp.target_url)

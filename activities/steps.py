@@ -22,7 +22,6 @@ import shutil
 import signal
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.checkout_source import checkout_source
 from activities.custom_handlers import CustomStepContext, CustomStepFailed, custom_handler, handler_names
+from activities.step_contract import (
+    HEARTBEAT_SECONDS,
+    StepInput,
+    StepResult,
+    attempt_id,
+    secret_placeholder,
+    step_failed,
+)
+from activities.step_contract import STEP_FAILED as STEP_FAILED  # importable from here as before
 from activities.workspaces import (
     STEP_STATE_DIR,
     WorkspaceUnreachable,
@@ -58,52 +67,11 @@ from db.models import Secret, StepAttemptResult, StepLogChunk
 from domain.masking import Masker
 from settings import Settings
 
-STEP_FAILED = "StepFailed"
 LOG_FLUSH_SECONDS = 0.2
 LOG_FLUSH_LINES = 200
-HEARTBEAT_SECONDS = 1.0
 KILL_GRACE_SECONDS = 3.0
 CANCEL_WAIT_SECONDS = 60.0
 RESOLVE_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass
-class StepInput:
-    run_id: int
-    account_id: int
-    pipeline_id: int
-    step_id: str
-    step_name: str
-    attempt: int
-    params: dict[str, Any]
-    env: dict[str, str] = field(default_factory=dict)
-    secret_names: list[str] = field(default_factory=list)
-    secret_placeholder_prefix: str = ""
-    run_number: int = 0
-    # The repository, PR/issue number and commit of the webhook that triggered the run (git steps).
-    trigger_repository_id: int | None = None
-    trigger_number: int | None = None
-    trigger_sha: str | None = None
-
-
-@dataclass
-class StepResult:
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-
-def attempt_id(inp: StepInput) -> str:
-    """``DEVOPS_STEP_ATTEMPT_ID``: one per user-level attempt, the same in every Temporal retry of
-    it, so a command can make its side effects idempotent (a deploy id, a lock name)."""
-    return f"{inp.run_id}-{inp.step_id}-{inp.attempt}"
-
-
-def step_failed(message: str, outputs: dict[str, Any] | None = None) -> ApplicationError:
-    return ApplicationError(message, outputs or {}, type=STEP_FAILED, non_retryable=True)
-
-
-def secret_placeholder(prefix: str, name: str) -> str:
-    """The text that stands for a secret in workflow-rendered values."""
-    return f"{prefix}{name}__"
 
 
 class StepLogWriter:
@@ -431,13 +399,11 @@ class StepActivities:
 
         With ``with.repository_id`` (or no ``with.repository`` in a run triggered by a repository
         webhook) it clones that GitRepository with its provider credential, the token passed to
-        git only through the environment (see ``activities.git_steps.checkout_source``).
+        git only through the environment (see ``activities.checkout_source``).
 
         Unless private targets are allowed, local paths, ``file://`` and hosts on loopback, private
         or link-local addresses are refused (``adapters.network_targets``): a member must not
         clone the worker's own disk or reach its network."""
-        from activities.git_steps import checkout_source  # git_steps builds on this module
-
         params, env, masker = await asyncio.to_thread(self._prepare, inp)
         source = await asyncio.to_thread(checkout_source, self._settings, self._sessions, inp, params)
         if source is not None:

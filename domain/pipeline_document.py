@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from croniter import croniter
@@ -28,28 +28,20 @@ from pydantic_core import PydanticCustomError
 
 from domain import expressions
 from domain.safe_documents import load_yaml
-from domain.step_types import STEP_TYPES
+from domain.step_types import (
+    StepSpec,
+    container_type_names,
+    defaults_to_container,
+    step_type,
+    step_type_names,
+)
 from domain.webhooks.matching import glob_regex
-
-if TYPE_CHECKING:
-    from settings import Settings
 
 PIPELINE_TYPES = ("review", "implement", "security", "deploy", "custom")
 EXPRESSION_CONTEXTS = {"inputs", "steps", "trigger", "run", "env", "secrets", "pipeline"}
 STEP_PROPERTIES = {"outputs", "status", "outcome", "conclusion"}
 # Fields whose text becomes shell source: an expression there would be an injection.
 SHELL_TEXT_FIELDS = ("command", "script", "shell")
-# `with` fields a step type cannot run without (text, expressions allowed).
-REQUIRED_WITH_FIELDS: dict[str, tuple[str, ...]] = {
-    "create_branch": ("name",),
-    "create_pr": ("title", "head"),
-    "post_comment": ("body",),
-    "upload_artifact": ("name",),
-    "download_artifact": ("name",),
-    "deploy": ("service", "image", "strategy"),
-}
-# Step types that may run in a container with `with.executor: docker`.
-CONTAINER_STEP_TYPES = ("run_tests", "custom")
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHELL_EXECUTOR_OFF = (
@@ -57,6 +49,20 @@ SHELL_EXECUTOR_OFF = (
     "(`executor: docker`, the default here). An operator can turn shell steps on with DEVOPS_SHELL_EXECUTOR=true "
     "(or DEVOPS_ENVIRONMENT=development); they then run on the worker's machine, so only for trusted "
     "single-tenant installs")
+
+
+class InstallationSettings(Protocol):
+    """The three settings validation reads (``settings.Settings`` has them; the domain does not
+    import it, the caller hands it in)."""
+
+    @property
+    def shell_executor_enabled(self) -> bool: ...
+
+    @property
+    def default_step_image(self) -> str: ...
+
+    @property
+    def private_targets_allowed(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -71,19 +77,17 @@ class ExecutorRules:
     private_targets_allowed: bool = True
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ExecutorRules:
+    def from_settings(cls, settings: InstallationSettings) -> ExecutorRules:
         return cls(shell_allowed=settings.shell_executor_enabled, default_image=settings.default_step_image,
                    private_targets_allowed=settings.private_targets_allowed)
 
 
-def default_executor(step_type: str, with_: dict[str, Any], shell_allowed: bool) -> str | None:
+def default_executor(type_name: str, with_: dict[str, Any], shell_allowed: bool) -> str | None:
     """The executor of a step that names none: docker for `run_tests` (and a `custom` step that
     names no registered handler, i.e. runs a command) when the shell executor is off. A
-    handler runs in the worker as the operator's own code. (The workflow applies the same rule:
-    ``workflows.pipeline_run.effective_executor``.)"""
-    if shell_allowed or step_type not in CONTAINER_STEP_TYPES:
-        return None
-    if step_type == "custom" and with_.get("handler") is not None:
+    handler runs in the worker as the operator's own code. (The workflow applies the same rule,
+    ``domain.step_types.defaults_to_container``, in ``workflows.pipeline_run.effective_executor``.)"""
+    if shell_allowed or not defaults_to_container(type_name, with_):
         return None
     return "docker"
 
@@ -163,10 +167,10 @@ class StepDocument(_Strict):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value not in STEP_TYPES:
+        if step_type(value) is None:
             raise PydanticCustomError(
                 "step_type", "unknown step type '{value}'; expected one of: {known}",
-                {"value": value, "known": ", ".join(STEP_TYPES)},
+                {"value": value, "known": ", ".join(step_type_names())},
             )
         return value
 
@@ -277,7 +281,7 @@ class PipelineDocument(_Strict):
                         "(env: {NAME: '${{ ... }}'}) and use \"$NAME\" in the command"))
                     continue
                 errors += _check_expressions(path, text, seen, self.inputs)
-            for name in REQUIRED_WITH_FIELDS.get(step.type, ()):
+            for name in _required_with(step.type):
                 value = step.with_.get(name)
                 if not isinstance(value, str) or not value.strip():
                     errors.append(_err((*base, "with", name), "missing_with_field",
@@ -297,6 +301,11 @@ class PipelineDocument(_Strict):
 
     def resolved_slug(self) -> str:
         return self.slug or slugify(self.name)
+
+
+def _required_with(type_name: str) -> tuple[str, ...]:
+    entry = step_type(type_name)
+    return entry.required_with if entry is not None else ()
 
 
 PATTERN_FIELDS = ("branches", "branches_ignore", "tags", "tags_ignore", "paths", "paths_ignore")
@@ -341,14 +350,14 @@ def _check_executor(step: StepDocument, base: tuple[Any, ...], rules: ExecutorRu
                          "needs `with.image` or `with.template` (or the operator sets DEVOPS_DEFAULT_STEP_IMAGE)")]
         return []
     if executor == "shell":
-        if not rules.shell_allowed and step.type in CONTAINER_STEP_TYPES:
+        if not rules.shell_allowed and step.type in container_type_names():
             return [_err(loc, "executor", SHELL_EXECUTOR_OFF)]
         return []
     if executor != "docker":
         return [_err(loc, "executor", f"unknown executor {executor!r}; expected shell or docker")]
-    if step.type not in CONTAINER_STEP_TYPES:
+    if step.type not in container_type_names():
         return [_err(loc, "executor", f"a {step.type} step cannot run in a container; "
-                                      f"`executor: docker` works for: {', '.join(CONTAINER_STEP_TYPES)}")]
+                                      f"`executor: docker` works for: {', '.join(container_type_names())}")]
     if not step.with_.get("image") and step.with_.get("template") is None:
         return [_err((*base, "with", "image"), "missing_with_field",
                      "a step with `executor: docker` needs `with.image` or `with.template`")]
@@ -517,9 +526,9 @@ def dump_yaml(document: dict[str, Any]) -> str:
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
-def step_snapshot(step: StepDocument) -> dict[str, Any]:
+def step_snapshot(step: StepDocument) -> StepSpec:
     """The document form of one step, as stored in a run's snapshot and exported."""
-    data: dict[str, Any] = {"id": step.id, "name": step.name or step.id, "type": step.type}
+    data: StepSpec = {"id": step.id, "name": step.name or step.id, "type": step.type}
     if step.if_ is not None:
         data["if"] = step.if_
     data["continue_on_error"] = step.continue_on_error

@@ -204,6 +204,8 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
         "secret_key": "test-secret-key-0123456789abcdef",
         # every test client is 127.0.0.1: the failed-auth lockout is tested on its own server
         "auth_failure_limit": 1_000_000,
+        # workflows always run in Temporal's sandbox under test, whatever the environment says
+        "workflow_sandbox": True,
     }
     values.update(overrides)
     if "workspace_dir" not in values:
@@ -230,6 +232,7 @@ def worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes
            "DEVOPS_STEP_HEARTBEAT_TIMEOUT_SECONDS": str(settings.step_heartbeat_timeout_seconds),
            "DEVOPS_NOTIFY_ALLOW_PRIVATE_TARGETS": "true",
            "DEVOPS_SHELL_EXECUTOR": "true" if settings.shell_executor else "false",
+           "DEVOPS_WORKFLOW_SANDBOX": "true" if settings.workflow_sandbox else "false",
            "DEVOPS_ENGINE_ALLOWLIST": ",".join(settings.engine_allowlist)}
     if settings.workspace_dir:
         env["DEVOPS_WORKSPACE_DIR"] = str(settings.workspace_dir)

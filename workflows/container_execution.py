@@ -80,11 +80,12 @@ def _cause_message(err: ActivityError) -> str:
     return str(cause or err)
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class ContainerExecutionWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, inp: ContainerExecutionInput) -> None:
         self._status = "pending"
-        self._inp: ContainerInstanceInput | None = None
+        self._inp = ContainerInstanceInput(instance_id=inp.instance_id, account_id=inp.account_id)
 
     @workflow.query
     def status(self) -> str:
@@ -93,8 +94,7 @@ class ContainerExecutionWorkflow:
 
     @workflow.run
     async def run(self, inp: ContainerExecutionInput) -> ContainerExecutionOutcome:
-        ref = ContainerInstanceInput(instance_id=inp.instance_id, account_id=inp.account_id)
-        self._inp = ref
+        ref = self._inp
         try:
             plan: ContainerPlan = await workflow.execute_local_activity_method(
                 ContainerActivities.prepare, ref, start_to_close_timeout=SHORT, retry_policy=BOOKKEEPING_RETRY)
@@ -217,7 +217,6 @@ class ContainerExecutionWorkflow:
 
     async def _finish(self, outcome: ContainerExecutionOutcome) -> ContainerExecutionOutcome:
         ref = self._inp
-        assert ref is not None
         self._status = outcome.status
         await workflow.execute_activity_method(
             ContainerActivities.finish,

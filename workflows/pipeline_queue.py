@@ -38,8 +38,11 @@ def run_workflow_id(run_id: int) -> str:
 
 @workflow.defn
 class PipelineQueueWorkflow:
-    def __init__(self) -> None:
-        self._pending: list[PipelineRunInput] = []
+    @workflow.init
+    def __init__(self, inp: PipelineQueueInput) -> None:
+        # Runs handed over by a continue-as-new first; enqueue signals arriving with the start
+        # are appended after them.
+        self._pending: list[PipelineRunInput] = list(inp.pending)
         self._running: int | None = None
         self._started: set[int] = set()  # runs this execution has started (the enqueue dedupe)
 
@@ -79,7 +82,6 @@ class PipelineQueueWorkflow:
 
     @workflow.run
     async def run(self, inp: PipelineQueueInput) -> None:
-        self._pending = list(inp.pending) + self._pending
         started = 0
         while True:
             has_work = await self._wait_for_work()

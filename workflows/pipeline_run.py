@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
@@ -43,9 +43,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.git_steps import GitStepActivities, SetCommitStatusInput
     from activities.rollouts import DeployStepPlan, RolloutActivities
-    from activities.steps import STEP_FAILED, StepActivities, StepInput, StepResult, secret_placeholder
+    from activities.step_contract import STEP_FAILED, StepInput, StepResult, secret_placeholder
+    from activities.step_registry import step_activity
+    from activities.steps import StepActivities
     from domain import expressions
-    from domain.step_types import AVAILABLE_STEP_TYPES
+    from domain.step_types import StepRunner, StepSpec, StepType, defaults_to_container, step_type
     from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
     from workflows.rollout import RolloutControl, RolloutInput, RolloutOutcome, RolloutWorkflow
 
@@ -54,30 +56,16 @@ PIPELINE_ID = SearchAttributeKey.for_int("PipelineId")
 TRIGGER_TYPE = SearchAttributeKey.for_keyword("TriggerType")
 RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
 
-STEP_ACTIVITIES = {
-    "run_tests": StepActivities.run_tests,
-    "checkout": StepActivities.checkout,
-    "notify": StepActivities.notify,
-    "custom": StepActivities.custom,
-    "create_branch": GitStepActivities.create_branch,
-    "create_pr": GitStepActivities.create_pr,
-    "post_comment": GitStepActivities.post_comment,
-    "upload_artifact": ContainerStepActivities.upload_artifact,
-    "download_artifact": ContainerStepActivities.download_artifact,
-}
-# Step types that may run in a container (`with.executor: docker`); deploy comes with rollouts.
-CONTAINER_STEP_TYPES = frozenset({"run_tests", "custom"})
 
-
-def effective_executor(step_type: str, params: dict[str, Any], default_executor: str) -> str:
+def effective_executor(type_name: str, params: dict[str, Any], default_executor: str) -> str:
     """A step's executor: its own `with.executor`, else the installation's default for the types
     that can run in a container (docker when the shell executor is off) — except a `custom` step
     naming a registered handler, which runs the operator's code in the worker. The save-time twin
-    is ``domain.pipeline_document.default_executor``."""
+    is ``domain.pipeline_document.default_executor``; both decide by ``defaults_to_container``."""
     executor = params.get("executor")
     if executor:
         return str(executor)
-    if step_type not in CONTAINER_STEP_TYPES or (step_type == "custom" and params.get("handler") is not None):
+    if not defaults_to_container(type_name, params):
         return "shell"
     return default_executor
 
@@ -100,6 +88,14 @@ STEP_ACTIVITY_RETRY = RetryPolicy(
 )
 
 
+class ReusedStep(TypedDict, total=False):
+    """A step's outcome in an earlier run, reused as is by a retry from a later step."""
+
+    status: Required[str]
+    outputs: dict[str, Any]
+    run_id: int  # the run the outcome comes from
+
+
 @dataclass
 class PipelineRunInput:
     run_id: int
@@ -108,7 +104,7 @@ class PipelineRunInput:
     pipeline_name: str
     run_number: int
     trigger_type: str
-    steps: list[dict[str, Any]]
+    steps: list[StepSpec]
     inputs: dict[str, Any] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -116,8 +112,8 @@ class PipelineRunInput:
     activity_task_queue: str | None = None
     step_heartbeat_timeout_seconds: float = 30.0
     default_step_timeout_minutes: int = 60
-    # step id -> {"status", "outputs", "run_id"}: earlier steps reused by a retry from a step
-    reused_steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # step id -> its outcome in an earlier run: the steps a retry from a step reuses
+    reused_steps: dict[str, ReusedStep] = field(default_factory=dict)
     triggered_by: str | None = None  # the email of the user who started the run, if any
     # A run from a fork's pull request: it sees no secrets, and steps with requires_trust wait
     # for a maintainer's approval (and are skipped without it).
@@ -188,15 +184,18 @@ def run_search_attributes(inp: PipelineRunInput, status: str) -> TypedSearchAttr
     ])
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class PipelineRunWorkflow:
-    def __init__(self) -> None:
-        self._inp: PipelineRunInput | None = None
+    @workflow.init
+    def __init__(self, inp: PipelineRunInput) -> None:
+        # The input is known before any handler runs: a decision or query arriving with the
+        # start sees the run's triggered_by and steps.
+        self._inp = inp
         self._status = "pending"
         self._states: dict[str, dict[str, Any]] = {}
         self._failed = False
         self._error: str | None = None
-        self._current: tuple[dict[str, Any], int, int] | None = None
+        self._current: tuple[StepSpec, int, int] | None = None
         self._pending_steps: dict[tuple[str, int], StepUpdate] = {}
         self._pending_events: list[EventRecord] = []
         self._pending_run: RunUpdate | None = None
@@ -303,7 +302,6 @@ class PipelineRunWorkflow:
 
     @workflow.run
     async def run(self, inp: PipelineRunInput) -> PipelineRunOutcome:
-        self._inp = inp
         self._secret_prefix = f"__DEVOPS_SECRET_{workflow.uuid4().hex}_"
         self._status = "running"  # the starter already set the RunStatus search attribute
         self._update_run(RunUpdate(status="running", started_at=self._now()))
@@ -440,14 +438,16 @@ class PipelineRunWorkflow:
             if not should_run:
                 self._finish_step(step, position, 1, "skipped")
                 continue
-            if step["type"] not in AVAILABLE_STEP_TYPES:
+            kind = step_type(step["type"])
+            if kind is None or not kind.available:
                 self._finish_step(step, position, 1, "failure",
                                   error=f"step type '{step['type']}' is not available yet in this release")
                 continue
-            if step["type"] == "code_factory_gate":
+            if kind.runner == StepRunner.GATE:
                 await self._code_factory_gate(step, position)
                 continue
-            needs_trust = inp.untrusted and (step.get("requires_trust") or step["type"] == "deploy")
+            # A rollout changes a live service: in a run from a fork it always waits for a maintainer.
+            needs_trust = inp.untrusted and (step.get("requires_trust") or kind.runner == StepRunner.ROLLOUT)
             if needs_trust and not await self._trust_gate(step, position):
                 continue
             if step.get("requires_approval"):
@@ -455,9 +455,9 @@ class PipelineRunWorkflow:
                 if gate.outcome != "approved":
                     self._finish_step(step, position, 1, "failure", error=_gate_failure(gate, step))
                     continue
-            await self._run_step(step, position)
+            await self._run_step(step, position, kind)
 
-    async def _code_factory_gate(self, step: dict[str, Any], position: int) -> None:
+    async def _code_factory_gate(self, step: StepSpec, position: int) -> None:
         """Pass on its own when ``with.condition`` holds over earlier steps' outputs; otherwise
         become an approval gate."""
         condition = (step.get("with") or {}).get("condition")
@@ -483,13 +483,13 @@ class PipelineRunWorkflow:
         else:
             self._finish_step(step, position, 1, "failure", error=_gate_failure(gate, step))
 
-    async def _trust_gate(self, step: dict[str, Any], position: int) -> bool:
+    async def _trust_gate(self, step: StepSpec, position: int) -> bool:
         """In a run from a fork: hold a step that needs trust until a maintainer (an account
         admin, unless the step's approval names others) approves; without it, skip the step."""
         spec = dict(step.get("approval") or {})
         spec.setdefault("recipients", ["role:admin"])
         spec["min_approvals"] = 1
-        held = {**step, "approval": spec}
+        held: StepSpec = {**step, "approval": spec}
         self._event("step_held", {"step_id": step["id"], "reason": "run from a fork's pull request; "
                                   "this step needs a maintainer's approval"})
         gate = await self._approval_gate(held, position, 1)
@@ -501,7 +501,7 @@ class PipelineRunWorkflow:
                           error=f"held because the run comes from a fork's pull request; {why}")
         return False
 
-    async def _approval_gate(self, step: dict[str, Any], position: int, attempt: int) -> ApprovalGate:
+    async def _approval_gate(self, step: StepSpec, position: int, attempt: int) -> ApprovalGate:
         """Open the gate (tokens minted and delivered by an activity), wait for enough
         approvals, a rejection, or the durable expiry timer."""
         inp = self._require_input()
@@ -551,13 +551,13 @@ class PipelineRunWorkflow:
         self._current = None
         return gate
 
-    async def _run_step(self, step: dict[str, Any], position: int) -> None:
+    async def _run_step(self, step: StepSpec, position: int, kind: StepType) -> None:
         inp = self._require_input()
         retry = step.get("retry") or {}
         max_attempts = int(retry.get("max_attempts", 1))
         delay = float(retry.get("delay_seconds", 0))
         timeout = timedelta(minutes=int(step.get("timeout_minutes") or inp.default_step_timeout_minutes))
-        activity_method = STEP_ACTIVITIES.get(step["type"])  # None for deploy: a child rollout
+        activity_method = step_activity(kind.name)  # None for a rollout: a child workflow
         for attempt in range(1, max_attempts + 1):
             started_at = self._now()
             try:
@@ -590,13 +590,13 @@ class PipelineRunWorkflow:
                 trigger_number=inp.trigger.get("number"), trigger_sha=inp.trigger.get("sha"),
             )
             try:
-                if step["type"] == "deploy":
+                if kind.runner == StepRunner.ROLLOUT:
                     outputs, error = await self._run_deploy(step, attempt, step_input, timeout, position)
                     self._current = None
                     self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
                                       outputs=outputs)
                     return
-                if executor == "docker" and step["type"] in CONTAINER_STEP_TYPES:
+                if executor == "docker" and kind.container_capable:
                     result = await self._run_in_container(step, attempt, step_input, timeout)
                     self._current = None
                     self._finish_step(step, position, attempt, "success", outputs=result.outputs)
@@ -635,7 +635,7 @@ class PipelineRunWorkflow:
             self._finish_step(step, position, attempt, "success", outputs=result.outputs)
             return
 
-    async def _run_in_container(self, step: dict[str, Any], attempt: int, step_input: StepInput,
+    async def _run_in_container(self, step: StepSpec, attempt: int, step_input: StepInput,
                                 timeout: timedelta) -> StepResult:
         """``executor: docker``: the instance row (activity), the child ContainerExecutionWorkflow,
         then the step's result from how the container ended (activity). Failures surface as the
@@ -669,7 +669,7 @@ class PipelineRunWorkflow:
         self._rollouts_waiting.append(info)
 
     async def _approve_promotions(self, child: workflow.ChildWorkflowHandle[Any, Any], finished: asyncio.Future[Any],
-                                  step: dict[str, Any], position: int, attempt: int) -> None:
+                                  step: StepSpec, position: int, attempt: int) -> None:
         """While the rollout runs, each pause it makes for promote is an approval gate of this step
         (recipients, approvals, comment and timeout from the step's ``approval``): approved →
         promote, rejected or expired → abort. Returns when the rollout has ended."""
@@ -691,7 +691,7 @@ class PipelineRunWorkflow:
             else:
                 await child.signal(RolloutWorkflow.abort_signal, RolloutControl(reason=_gate_failure(gate, step)))
 
-    async def _run_deploy(self, step: dict[str, Any], attempt: int, step_input: StepInput,
+    async def _run_deploy(self, step: StepSpec, attempt: int, step_input: StepInput,
                           timeout: timedelta, position: int = 0) -> tuple[dict[str, Any], str | None]:
         """``deploy``: the SwarmDeployment (activity, once per attempt), then RolloutWorkflow as a
         child; outputs ``deployment_id``, ``revision``, ``outcome``, and an error unless completed."""
@@ -736,7 +736,7 @@ class PipelineRunWorkflow:
 
     # ---- state and bookkeeping -----------------------------------------------------------
 
-    def _finish_step(self, step: dict[str, Any], position: int, attempt: int, status: str,
+    def _finish_step(self, step: StepSpec, position: int, attempt: int, status: str,
                      error: str | None = None, outputs: dict[str, Any] | None = None) -> None:
         self._record_attempt(step, position, attempt, status, error, outputs)
         state: dict[str, Any] = {"status": status, "attempt": attempt, "outputs": outputs or {}}
@@ -749,7 +749,7 @@ class PipelineRunWorkflow:
             self._error = f"step '{step['id']}' failed: {error}"
         self._states[step["id"]] = state
 
-    def _record_attempt(self, step: dict[str, Any], position: int, attempt: int, status: str,
+    def _record_attempt(self, step: StepSpec, position: int, attempt: int, status: str,
                         error: str | None, outputs: dict[str, Any] | None) -> None:
         now = self._now()
         key = (step["id"], attempt)
@@ -833,7 +833,7 @@ class PipelineRunWorkflow:
 
     # ---- expression context ------------------------------------------------------------
 
-    def _context(self, step: dict[str, Any]) -> dict[str, Any]:
+    def _context(self, step: StepSpec) -> dict[str, Any]:
         inp = self._require_input()
         steps: dict[str, Any] = {}
         for sid, state in self._states.items():
@@ -853,7 +853,7 @@ class PipelineRunWorkflow:
             "secrets": {name: secret_placeholder(self._secret_prefix, name) for name in self._secret_names(step)},
         }
 
-    def _secret_names(self, step: dict[str, Any]) -> list[str]:
+    def _secret_names(self, step: StepSpec) -> list[str]:
         """Secrets a step references, in its `with` or the pipeline env (none in a run from a
         fork: there every secret reads as an empty string, as on GitHub Actions)."""
         if self._require_input().untrusted:
@@ -872,7 +872,6 @@ class PipelineRunWorkflow:
         return workflow.now().isoformat()
 
     def _require_input(self) -> PipelineRunInput:
-        assert self._inp is not None
         return self._inp
 
 
@@ -884,7 +883,7 @@ def _refusal(kind: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
 
-def _gate_failure(gate: ApprovalGate, step: dict[str, Any]) -> str:
+def _gate_failure(gate: ApprovalGate, step: StepSpec) -> str:
     if gate.outcome == "rejected":
         return f"rejected by {gate.decided_by}: {gate.reason}"
     minutes = int((step.get("approval") or {}).get("timeout_minutes", 1440))

@@ -137,10 +137,11 @@ def _cause(err: ActivityError) -> str:
     return str(getattr(cause, "message", None) or cause or err)
 
 
-@workflow.defn(sandboxed=False)
+@workflow.defn
 class RolloutWorkflow:
-    def __init__(self) -> None:
-        self._inp: RolloutInput | None = None
+    @workflow.init
+    def __init__(self, inp: RolloutInput) -> None:
+        self._inp = inp
         self._plan: RolloutPlan | None = None
         self._prep: PrepareResult | None = None
         self._status = "pending"
@@ -297,7 +298,6 @@ class RolloutWorkflow:
 
     @workflow.run
     async def run(self, inp: RolloutInput) -> RolloutOutcome:
-        self._inp = inp
         ref = DeploymentRef(inp.deployment_id, inp.account_id)
         self._plan = await workflow.execute_activity_method(
             RolloutActivities.load, ref, start_to_close_timeout=SHORT, retry_policy=BOOKKEEPING_RETRY)
@@ -642,7 +642,6 @@ class RolloutWorkflow:
             start_to_close_timeout=SHORT, retry_policy=BOOKKEEPING_RETRY)
 
     def _require_input(self) -> RolloutInput:
-        assert self._inp is not None
         return self._inp
 
     def _require_plan(self) -> RolloutPlan:

@@ -2,10 +2,10 @@
 against the current workflow code inside Temporal's sandbox, and every workflow type and main
 path has a recorded history.
 
-Production registers PipelineRunWorkflow, RolloutWorkflow and ContainerExecutionWorkflow with
-``sandboxed=False`` (the sandbox re-imports their modules per run). Here even those run in the
-sandbox: it turns a clock, random or I/O call in workflow code into a failure instead of a
-silent non-determinism that only shows when a deploy replays a run in flight.
+Every workflow is sandboxed by definition (a worker may still run them unsandboxed with
+``DEVOPS_WORKFLOW_SANDBOX=false``); here they always replay in the sandbox: it turns a clock,
+random or I/O call in workflow code into a failure instead of a silent non-determinism that only
+shows when a deploy replays a run in flight.
 
 The histories are real: ``tests/workflows/record_histories.py`` (``RECORD_HISTORIES=1``, by hand,
 never in CI) drives each path on the real stack and writes them. A workflow change that breaks
@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
@@ -73,8 +74,8 @@ class _TrackingSandboxRunner(SandboxedWorkflowRunner):
 
 
 def sandboxed_replayer() -> Replayer:
-    """Every workflow type in the sandbox, ``sandboxed=False`` ones included: the runner for
-    unsandboxed definitions is the sandboxed one too."""
+    """Every workflow type in the sandbox (the runner for a definition with ``sandboxed=False``,
+    should one appear, is the sandboxed one too)."""
     runner = _TrackingSandboxRunner()
     return Replayer(workflows=WORKFLOWS, workflow_runner=runner, unsandboxed_workflow_runner=runner)
 
@@ -111,6 +112,11 @@ def test_every_workflow_type_and_main_path_has_a_recorded_history():
     missing = {stem: kind for stem, kind in REQUIRED.items() if recorded.get(stem) != kind}
     assert not missing, f"histories missing or of another type (RECORD_HISTORIES=1, record_histories.py): {missing}"
     assert {defn.__name__ for defn in WORKFLOWS} <= set(recorded.values())
+
+
+def test_every_workflow_is_sandboxed_by_definition():
+    unsandboxed = [defn.__name__ for defn in WORKFLOWS if not workflow._Definition.must_from_class(defn).sandboxed]
+    assert not unsandboxed, f"workflows defined with sandboxed=False: {unsandboxed}"
 
 
 def test_the_replay_catches_a_changed_command_sequence():
