@@ -1,9 +1,7 @@
-"""Docker hosts (the seed's ``DockerHost``): connecting to an engine, and one sync round.
+"""Docker hosts (the seed's ``DockerHost``): one sync round.
 
-:func:`docker_client` opens a ``docker.DockerClient`` for a host: ``unix://`` sockets as they are,
-``tcp://`` with TLS from the host's decrypted CA, certificate and key, written to a private
-temporary directory (mode 0700) that lives as long as the client. Timeouts are short: a host that
-does not answer must fail a round quickly, not hold a worker thread.
+Connecting to the engine (``docker_client``, TLS, which endpoints are local or shared) is
+:mod:`adapters.docker_engine` and :mod:`adapters.engine_access`.
 
 :meth:`DockerHostActivities.sync_host` is one round of ``HostSyncWorkflow``: engine metrics,
 every container (stopped ones too), every image and the events since the host's cursor. Rows are
@@ -22,280 +20,32 @@ or fails because of a host. Database failures do raise and are retried by Tempor
 from __future__ import annotations
 
 import asyncio
-import errno
-import fnmatch
 import hashlib
-import ipaddress
 import json
-import os
-import posixpath
-import re
-import socket
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import docker
-import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
-from db.crypto import SecretBox
-from db.models import DockerContainer, DockerEvent, DockerHost, DockerImage, SwarmCluster
+from adapters.docker_engine import (
+    classify,
+    container_values,
+    docker_client,
+    image_values,
+)
+from adapters.engine_access import ACCOUNT_LABEL
+from db.models import DockerContainer, DockerEvent, DockerHost, DockerImage
+from services.engine_rounds import finish_round, record_failed_round, round_target
 from settings import Settings
 
-#: Consecutive failed rounds after which a host's status is ``error`` (the seed's rule).
-ERROR_AFTER_FAILURES = 5
-#: Seconds one engine call may take before the round (or request) gives up on the host.
-ENGINE_TIMEOUT_SECONDS = 15
 #: How far back the first round of a host reads events (the engine keeps only recent ones anyway).
 FIRST_EVENTS_WINDOW_SECONDS = 3600
 _NANO = 1_000_000_000
-
-# "Up 3 minutes (healthy)" -> "Up (healthy)", "Exited (0) 2 hours ago" -> "Exited (0)": the engine's
-# status text carries the time since the change, which would make every round rewrite every row.
-_RELATIVE_TIME = re.compile(r"\s+(?:Less than a second|About an? \w+|\d+ \w+)(?: ago)?")
-
-
-# ---- connecting ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HostTarget:
-    """Where and how to reach an engine; TLS material decrypted (never logged or returned).
-    ``scope_account`` is set when the engine is shared (see :func:`engine_shared`): then only
-    objects labelled ``devops.account=<scope_account>`` may be seen or touched through it."""
-
-    endpoint: str
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    scope_account: int | None = None
-
-    @property
-    def uses_tls(self) -> bool:
-        return self.endpoint.startswith("tcp://") and bool(self.tls_ca or self.tls_cert)
-
-
-def secret_box(settings: Settings) -> SecretBox:
-    return SecretBox(settings.secret_key, settings.old_secret_keys)
-
-
-def host_target(host: DockerHost, box: SecretBox, scope_account: int | None = None) -> HostTarget:
-    def plain(token: bytes | None) -> str | None:
-        return box.decrypt(token) if token else None
-
-    return HostTarget(endpoint=host.endpoint, tls_ca=plain(host.encrypted_tls_ca),
-                      tls_cert=plain(host.encrypted_tls_cert), tls_key=plain(host.encrypted_tls_key),
-                      scope_account=scope_account)
-
-
-# ---- which engines accounts may register, and which are shared -----------------------------------------
-#
-# An endpoint is *local* when it reaches this machine: unix:// or npipe:// sockets, localhost,
-# loopback or unspecified addresses, an address of one of this machine's interfaces, a name that
-# resolves to one of those, or the worker's own DOCKER_HOST. Local engines hold the worker's own
-# containers (and often every tenant's), so accounts may register them only when the operator lists
-# them in DEVOPS_ENGINE_ALLOWLIST (or in development). A non-empty allowlist is strict: endpoints
-# matching none of its patterns are refused, local or not.
-#
-# An engine is *shared* when it is local or allowlisted (an operator's engine), or when more than
-# one account registered the same normalised endpoint. Through a shared engine an account sees and
-# touches only objects labelled ``devops.account=<its id>``; anything else answers 404.
-
-ACCOUNT_LABEL = "devops.account"
-ALLOWLIST_HINT = "the operator must list it in DEVOPS_ENGINE_ALLOWLIST"
-
-
-def normalize_endpoint(endpoint: str) -> str:
-    """One spelling per engine: lower-case scheme and host, ``tcp://host:port`` (port 2375 when
-    absent), socket paths normalised (``//`` and ``.`` parts removed)."""
-    text = (endpoint or "").strip()
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme in ("unix", "npipe"):
-        path = parts.path or ""
-        if scheme == "unix":
-            path = posixpath.normpath("/" + path.lstrip("/")) if path else "/"
-        else:
-            path = (parts.netloc + path).replace("\\", "/").lower()
-        return f"{scheme}://{path}"
-    host = (parts.hostname or "").lower().rstrip(".")
-    try:
-        port = parts.port or (443 if scheme == "https" else 2375)
-    except ValueError:
-        return text.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"tcp://{host}:{port}"
-
-
-def _own_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether the address belongs to this machine (binding to it works only then)."""
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.bind((str(address), 0))
-        return True
-    except OSError as exc:
-        return exc.errno not in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL)
-
-
-def _local_address(text: str) -> bool:
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified or _own_address(address)
-
-
-def is_local_endpoint(endpoint: str, worker_docker_host: str | None = None, resolve: bool = True) -> bool:
-    """Whether ``endpoint`` reaches this machine's own engine (see the rules above)."""
-    normal = normalize_endpoint(endpoint)
-    parts = urlsplit(normal)
-    if parts.scheme in ("unix", "npipe"):
-        return True
-    worker = worker_docker_host if worker_docker_host is not None else os.environ.get("DOCKER_HOST", "")
-    if worker and normalize_endpoint(worker) == normal:
-        return True
-    host = parts.hostname or ""
-    if not host or host == "localhost" or host.endswith(".localhost"):
-        return True
-    if _local_address(host):
-        return True
-    if not resolve:
-        return False
-    try:
-        infos = socket.getaddrinfo(host, parts.port or 2375, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError):
-        return False
-    return any(_local_address(str(info[4][0])) for info in infos)
-
-
-def allowlisted(endpoint: str, patterns: Iterable[str]) -> bool:
-    """Whether an operator pattern (fnmatch) matches the endpoint, as written or normalised."""
-    normal = normalize_endpoint(endpoint)
-    for raw in patterns:
-        pattern = raw.strip()
-        if not pattern:
-            continue
-        if normal == normalize_endpoint(pattern):  # literal, also for IPv6 brackets fnmatch would read as a class
-            return True
-        if fnmatch.fnmatchcase(normal, pattern) or fnmatch.fnmatchcase(endpoint, pattern):
-            return True
-    return False
-
-
-def endpoint_refusal(endpoint: str, allowlist: Iterable[str], environment: str, local: bool) -> str | None:
-    """Why an account may not register ``endpoint`` (None: it may). Pure: ``local`` comes from
-    :func:`is_local_endpoint`."""
-    patterns = [p for p in allowlist if p.strip()]
-    if allowlisted(endpoint, patterns):
-        return None
-    if local:
-        if environment == "development":
-            return None
-        return (f"{normalize_endpoint(endpoint)} is an engine on the service's own machine (a local socket or "
-                f"loopback address): accounts may not register it; {ALLOWLIST_HINT}")
-    if patterns:
-        return f"{normalize_endpoint(endpoint)} matches no pattern of the engine allowlist; {ALLOWLIST_HINT}"
-    return None
-
-
-def engine_shared(session: Session, settings: Settings, account_id: int, endpoint: str) -> bool:
-    """Whether the engine behind ``endpoint`` is shared (an operator's local or allowlisted engine,
-    or registered by another account too): then everything through it is scoped by label."""
-    if allowlisted(endpoint, settings.engine_allowlist) or is_local_endpoint(endpoint):
-        return True
-    normal = normalize_endpoint(endpoint)
-    host = (urlsplit(normal).hostname or "").strip("[]")
-    others: set[str] = set()
-    for model in (DockerHost, SwarmCluster):
-        query = select(model.endpoint).where(model.account_id != account_id)
-        if host:
-            query = query.where(model.endpoint.ilike(f"%{host}%"))
-        others.update(session.scalars(query.distinct()))
-    return any(normalize_endpoint(other) == normal for other in others)
-
-
-def scope_of(target: HostTarget) -> dict[str, list[str]]:
-    """The engine list filter that keeps a shared engine's objects to the account's own."""
-    return {"label": [f"{ACCOUNT_LABEL}={target.scope_account}"]} if target.scope_account is not None else {}
-
-
-def owns(target: HostTarget, labels: dict[str, Any] | None) -> bool:
-    """Whether an object with these labels may be seen through ``target``."""
-    return target.scope_account is None or (labels or {}).get(ACCOUNT_LABEL) == str(target.scope_account)
-
-
-@contextmanager
-def docker_client(target: HostTarget, timeout: float = ENGINE_TIMEOUT_SECONDS) -> Iterator[docker.DockerClient]:
-    """A connected client for the host (the API version is negotiated, so this already talks to it)."""
-    with tempfile.TemporaryDirectory(prefix="docker-tls-") as private_dir:
-        tls: docker.tls.TLSConfig | bool = False
-        if target.uses_tls:
-            paths: dict[str, str] = {}
-            for name, content in (("ca.pem", target.tls_ca), ("cert.pem", target.tls_cert),
-                                  ("key.pem", target.tls_key)):
-                if content:
-                    path = os.path.join(private_dir, name)
-                    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(descriptor, "w") as handle:
-                        handle.write(content)
-                    paths[name] = path
-            client_cert = (paths["cert.pem"], paths["key.pem"]) if "cert.pem" in paths and "key.pem" in paths else None
-            tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=paths.get("ca.pem"),
-                                       verify=paths.get("ca.pem") or True)
-        client = docker.DockerClient(base_url=target.endpoint, tls=tls, timeout=int(timeout), version="auto")
-        try:
-            yield client
-        finally:
-            client.close()
-
-
-# ---- what went wrong -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EngineProblem:
-    """A Docker failure classified for callers: ``kind`` is not_found | conflict | bad_request |
-    unreachable | engine_error; ``message`` is safe to show (the engine's explanation, no secrets)."""
-
-    kind: str
-    message: str
-
-
-def classify(exc: BaseException, endpoint: str = "") -> EngineProblem | None:
-    """What a docker SDK / transport exception means, or None when it is not one of those."""
-    where = f" at {endpoint}" if endpoint else ""
-    if isinstance(exc, APIError):
-        explanation = _short(str(exc.explanation or exc))
-        code = exc.status_code
-        if isinstance(exc, (NotFound, ImageNotFound)) or code == 404:
-            return EngineProblem("not_found", explanation)
-        if code == 409:
-            return EngineProblem("conflict", explanation)
-        if code is not None and 400 <= code < 500:
-            return EngineProblem("bad_request", explanation)
-        return EngineProblem("engine_error", f"the Docker engine{where} answered an error: {explanation}")
-    if isinstance(exc, (requests.RequestException, DockerException, OSError)):
-        return EngineProblem("unreachable", f"the Docker engine{where} cannot be reached "
-                                            f"({type(exc).__name__}: {_short(str(exc))})")
-    return None
-
-
-def _short(text: str, limit: int = 500) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- one sync round ----------------------------------------------------------------------------------
@@ -339,42 +89,6 @@ class _Observed:
 
 def fingerprint(values: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def normalize_status(text: str) -> str:
-    return _RELATIVE_TIME.sub("", text or "").strip()
-
-
-def _timestamp(seconds: Any) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(int(seconds), UTC) if seconds else None
-    except (TypeError, ValueError, OverflowError, OSError):
-        return None
-
-
-def container_values(listed: dict[str, Any]) -> dict[str, Any]:
-    """The stored fields of one entry of ``GET /containers/json`` (the fingerprint covers all of them)."""
-    names = listed.get("Names") or [""]
-    ports = sorted((p for p in listed.get("Ports") or []),
-                   key=lambda p: (p.get("PrivatePort") or 0, p.get("Type") or "", p.get("IP") or "",
-                                  p.get("PublicPort") or 0))
-    return {
-        "name": (names[0] or "").lstrip("/")[:300],
-        "image": (listed.get("Image") or "")[:500],
-        "image_id": (listed.get("ImageID") or "")[:100],
-        "state": (listed.get("State") or "")[:30],
-        "status": normalize_status(listed.get("Status") or "")[:200],
-        "labels": dict(listed.get("Labels") or {}),
-        "ports": ports,
-        "created": _timestamp(listed.get("Created")),
-    }
-
-
-def image_values(listed: dict[str, Any]) -> dict[str, Any]:
-    tags = [t for t in listed.get("RepoTags") or [] if t != "<none>:<none>"]
-    digests = [d for d in listed.get("RepoDigests") or [] if d != "<none>@<none>"]
-    return {"repo_tags": sorted(tags), "repo_digests": sorted(digests), "size_bytes": int(listed.get("Size") or 0),
-            "created": _timestamp(listed.get("Created"))}
 
 
 def engine_metrics(info: dict[str, Any], version: dict[str, Any], images: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -461,8 +175,7 @@ class DockerHostActivities:
                                                            DockerHost.account_id == inp.account_id))
             if host is None:
                 return SyncHostResult(ok=False, host_gone=True, error="host deleted", finished_at=_now_iso())
-            shared = engine_shared(session, self._settings, inp.account_id, host.endpoint)
-            target = host_target(host, secret_box(self._settings), inp.account_id if shared else None)
+            target = round_target(session, self._settings, host)
             cursor = host.events_cursor
             session.rollback()  # no transaction stays open while the engine answers
         try:
@@ -481,13 +194,7 @@ class DockerHostActivities:
                                                            DockerHost.account_id == inp.account_id))
             if host is None:
                 return SyncHostResult(ok=False, host_gone=True, error="host deleted", finished_at=_now_iso())
-            failures = (host.consecutive_failures or 0) + 1
-            status = "error" if failures >= ERROR_AFTER_FAILURES else "disconnected"
-            if host.status == "maintenance":
-                status = "maintenance"
-            session.execute(update(DockerHost).where(DockerHost.id == host.id).values(
-                consecutive_failures=failures, last_error=message, status=status, updated_at=DockerHost.updated_at))
-            session.commit()
+            status, failures = record_failed_round(session, host, message)
         activity.logger.info("docker host %s: round failed (%s in a row): %s", inp.host_id, failures, message)
         return SyncHostResult(ok=False, host_status=status, consecutive_failures=failures, error=message,
                               rows_written=1, finished_at=_now_iso())
@@ -508,25 +215,9 @@ class DockerHostActivities:
             cursor = host.events_cursor
             result.events, cursor = _insert_events(session, host.id, inp.account_id, cursor, observed.events)
             changed_rows = sum(c.created + c.updated + c.deleted for c in (result.containers, result.images))
-            changed_rows += result.events
-            host_values: dict[str, Any] = {}
-            if host.status != "connected" and host.status != "maintenance":
-                host_values["status"] = "connected"
-            if host.consecutive_failures:
-                host_values["consecutive_failures"] = 0
-            if host.last_error is not None:
-                host_values["last_error"] = None
-            if (host.metrics or {}) != observed.metrics:
-                host_values["metrics"] = observed.metrics
-            if cursor != host.events_cursor:
-                host_values["events_cursor"] = cursor
-            if host_values or changed_rows:
-                host_values["last_synced_at"] = now
-                session.execute(update(DockerHost).where(DockerHost.id == host.id).values(
-                    updated_at=DockerHost.updated_at, **host_values))
-                changed_rows += 1
+            result.host_status, changed_rows = finish_round(session, host, metrics=observed.metrics, cursor=cursor,
+                                                            written=changed_rows + result.events, now=now)
             session.commit()
-            result.host_status = host_values.get("status", host.status)
         result.rows_written = changed_rows
         result.finished_at = now.isoformat()
         activity.logger.info("docker host %s synced: %s", inp.host_id, result)

@@ -34,9 +34,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.docker_hosts import HostTarget, docker_client, secret_box
 from activities.steps import StepInput, step_failed
-from activities.swarm import cluster_target as swarm_cluster_target
+from adapters.docker_engine import HostTarget, docker_client, engine_target, secret_box
 from adapters.network_targets import image_registry_problem
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
 from domain.rollouts import (  # noqa: F401  (re-exported for the workflow)
@@ -717,7 +716,7 @@ class RolloutActivities:
 
 
 def cluster_target(cluster: SwarmCluster, settings: Settings) -> HostTarget:
-    return swarm_cluster_target(cluster, secret_box(settings))
+    return engine_target(cluster, secret_box(settings))
 
 
 # ---- pure helpers over Docker's shapes ---------------------------------------------------------

@@ -1,7 +1,7 @@
 """Docker Swarm clusters (the seed's ``SwarmCluster``): reaching a manager, and one sync round.
 
 A cluster is reached through one manager's engine endpoint, with the same client as Docker hosts
-(:func:`activities.docker_hosts.docker_client`: ``unix://`` as is, ``tcp://`` with TLS from the
+(:func:`adapters.docker_engine.docker_client`: ``unix://`` as is, ``tcp://`` with TLS from the
 decrypted PEMs in a private temporary directory).
 
 :meth:`SwarmActivities.sync_cluster` is one round of ``SwarmSyncWorkflow``: the swarm's id, its
@@ -30,113 +30,27 @@ from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
 from activities.docker_hosts import (
-    ACCOUNT_LABEL,
-    ERROR_AFTER_FAILURES,
     FIRST_EVENTS_WINDOW_SECONDS,
-    HostTarget,
     SyncCounts,
+    merge_inventory,
+)
+from adapters.docker_engine import (
+    NotASwarmManager,
     classify,
     docker_client,
-    engine_shared,
-    merge_inventory,
-    secret_box,
+    manager_info,
 )
-from db.crypto import SecretBox
+from adapters.engine_access import ACCOUNT_LABEL
+from adapters.swarm_engine import node_values, running_counts, service_values
 from db.models import SwarmCluster, SwarmEvent, SwarmNode, SwarmService, SwarmStack
+from services.engine_rounds import finish_round, record_failed_round, round_target
 from settings import Settings
 
-STACK_LABEL = "com.docker.stack.namespace"
 _NANO = 1_000_000_000
 
 
-class NotASwarmManager(Exception):
-    """The endpoint answers, but its engine is not a manager of an active swarm."""
-
-
-def cluster_target(cluster: SwarmCluster, box: SecretBox, scope_account: int | None = None) -> HostTarget:
-    """Where and how to reach the cluster's manager (TLS material decrypted, never logged);
-    ``scope_account`` when the engine is shared (objects are then filtered by account label)."""
-    def plain(token: bytes | None) -> str | None:
-        return box.decrypt(token) if token else None
-
-    return HostTarget(endpoint=cluster.endpoint, tls_ca=plain(cluster.encrypted_tls_ca),
-                      tls_cert=plain(cluster.encrypted_tls_cert), tls_key=plain(cluster.encrypted_tls_key),
-                      scope_account=scope_account)
-
-
-def manager_info(client: docker.DockerClient) -> dict[str, Any]:
-    """``docker info`` of a manager; :class:`NotASwarmManager` when the engine is not one."""
-    info = client.api.info()
-    swarm = info.get("Swarm") or {}
-    if swarm.get("LocalNodeState") != "active":
-        raise NotASwarmManager(f"the engine at this endpoint is not part of a swarm "
-                               f"(swarm state {swarm.get('LocalNodeState') or 'unknown'!r}): not a swarm manager")
-    if not swarm.get("ControlAvailable"):
-        raise NotASwarmManager("the engine at this endpoint is a swarm worker, not a swarm manager")
-    return info
-
 
 # ---- what a round reads ---------------------------------------------------------------------------
-
-
-def node_values(node: dict[str, Any]) -> dict[str, Any]:
-    spec = node.get("Spec") or {}
-    description = node.get("Description") or {}
-    status = node.get("Status") or {}
-    return {
-        "hostname": str(description.get("Hostname") or "")[:300],
-        "role": str(spec.get("Role") or "worker")[:20],
-        "availability": str(spec.get("Availability") or "active")[:20],
-        "state": str(status.get("State") or "")[:20],
-        "address": str(status.get("Addr") or "")[:100],
-        "engine_version": str((description.get("Engine") or {}).get("EngineVersion") or "")[:50],
-        "labels": dict(spec.get("Labels") or {}),
-    }
-
-
-def service_mode(spec: dict[str, Any]) -> tuple[str, int | None]:
-    mode = spec.get("Mode") or {}
-    if "Replicated" in mode:
-        return "replicated", int((mode.get("Replicated") or {}).get("Replicas") or 0)
-    if "Global" in mode:
-        return "global", None
-    name = next(iter(mode), "replicated")
-    return str(name).lower()[:20], None
-
-
-def service_ports(service: dict[str, Any]) -> list[dict[str, Any]]:
-    ports = ((service.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports") or []
-    kept = [{"protocol": p.get("Protocol") or "tcp", "target_port": p.get("TargetPort"),
-             "published_port": p.get("PublishedPort"), "publish_mode": p.get("PublishMode") or "ingress"}
-            for p in ports]
-    return sorted(kept, key=lambda p: (p["target_port"] or 0, p["published_port"] or 0, p["protocol"]))
-
-
-def service_values(service: dict[str, Any], running: int) -> dict[str, Any]:
-    spec = service.get("Spec") or {}
-    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
-    labels = dict(spec.get("Labels") or {})
-    mode, replicas = service_mode(spec)
-    return {
-        "name": str(spec.get("Name") or "")[:300],
-        "image": str(container.get("Image") or "")[:500],
-        "mode": mode,
-        "replicas": replicas,
-        "running_tasks": running,
-        "update_config": dict(spec.get("UpdateConfig") or {}),
-        "labels": labels,
-        "ports": service_ports(service),
-        "stack_name": labels.get(STACK_LABEL),
-    }
-
-
-def running_counts(tasks: list[dict[str, Any]]) -> dict[str, int]:
-    """Running tasks per service id (tasks meant to run that do run)."""
-    counts: dict[str, int] = {}
-    for task in tasks:
-        if (task.get("Status") or {}).get("State") == "running" and task.get("DesiredState") == "running":
-            counts[task.get("ServiceID", "")] = counts.get(task.get("ServiceID", ""), 0) + 1
-    return counts
 
 
 def event_row(raw: dict[str, Any]) -> dict[str, Any] | None:
@@ -236,8 +150,7 @@ class SwarmActivities:
             cluster = self._load(session, inp)
             if cluster is None:
                 return SyncClusterResult(ok=False, cluster_gone=True, error="cluster deleted", finished_at=_now_iso())
-            shared = engine_shared(session, self._settings, inp.account_id, cluster.endpoint)
-            target = cluster_target(cluster, secret_box(self._settings), inp.account_id if shared else None)
+            target = round_target(session, self._settings, cluster)
             cursor = cluster.events_cursor
             session.rollback()  # no transaction stays open while the engine answers
         try:
@@ -257,12 +170,7 @@ class SwarmActivities:
             cluster = self._load(session, inp)
             if cluster is None:
                 return SyncClusterResult(ok=False, cluster_gone=True, error="cluster deleted", finished_at=_now_iso())
-            failures = (cluster.consecutive_failures or 0) + 1
-            status = "error" if failures >= ERROR_AFTER_FAILURES else "disconnected"
-            session.execute(update(SwarmCluster).where(SwarmCluster.id == cluster.id).values(
-                consecutive_failures=failures, last_error=message, status=status,
-                updated_at=SwarmCluster.updated_at))
-            session.commit()
+            status, failures = record_failed_round(session, cluster, message)
         activity.logger.info("swarm cluster %s: round failed (%s in a row): %s", inp.cluster_id, failures, message)
         return SyncClusterResult(ok=False, cluster_status=status, consecutive_failures=failures, error=message,
                                  rows_written=1, finished_at=_now_iso())
@@ -284,26 +192,9 @@ class SwarmActivities:
                                                    observed.events)
             written = sum(c.created + c.updated + c.deleted for c in (result.nodes, result.services))
             written += result.stacks_updated + result.events
-            values: dict[str, Any] = {}
-            if cluster.status != "connected":
-                values["status"] = "connected"
-            if cluster.consecutive_failures:
-                values["consecutive_failures"] = 0
-            if cluster.last_error is not None:
-                values["last_error"] = None
-            if cluster.swarm_id != observed.swarm_id:
-                values["swarm_id"] = observed.swarm_id
-            if (cluster.metrics or {}) != observed.metrics:
-                values["metrics"] = observed.metrics
-            if cursor != cluster.events_cursor:
-                values["events_cursor"] = cursor
-            if values or written:
-                values["last_synced_at"] = now
-                session.execute(update(SwarmCluster).where(SwarmCluster.id == cluster.id).values(
-                    updated_at=SwarmCluster.updated_at, **values))
-                written += 1
+            result.cluster_status, written = finish_round(session, cluster, metrics=observed.metrics, cursor=cursor,
+                                                          written=written, now=now, swarm_id=observed.swarm_id)
             session.commit()
-            result.cluster_status = values.get("status", cluster.status)
         result.rows_written = written
         result.finished_at = now.isoformat()
         activity.logger.info("swarm cluster %s synced: %s", inp.cluster_id, result)

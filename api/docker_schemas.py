@@ -13,11 +13,21 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-HostEnvironment = Literal["staging", "production", "development", "custom"]
-MIN_INTERVAL, MAX_INTERVAL = 30, 3600
-Interval = Annotated[int, Field(ge=MIN_INTERVAL, le=MAX_INTERVAL, description="seconds between sync rounds")]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
-Pem = Annotated[str, Field(min_length=1, max_length=20_000)]
+from api.engine_schemas import (  # noqa: F401 - the shared types, also re-exported for api/swarm_schemas.py
+    EndpointCreate,
+    EndpointPublic,
+    EndpointSyncPublic,
+    EndpointUpdate,
+    HostEnvironment,
+    Interval,
+    Name,
+    Pem,
+    SyncCountsPublic,
+    check_endpoint,
+)
+from api.pages import Page
+from domain.statuses import EngineStatus
+
 # Docker's own rule for container, network and volume names
 EngineName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")]
 ImageRef = Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$")]
@@ -25,24 +35,6 @@ Tag = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_]
 Repository = Annotated[str, Field(min_length=1, max_length=255,
                                   pattern=r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")]
 Labels = dict[Annotated[str, Field(min_length=1, max_length=200)], Annotated[str, Field(max_length=1000)]]
-
-
-def check_endpoint(value: str) -> str:
-    """``unix:///absolute/path`` or ``tcp://host:port``; reachability is checked by the route."""
-    parts = urlsplit(value)
-    if parts.scheme == "unix":
-        if not parts.path.startswith("/") or parts.netloc or parts.query or parts.fragment:
-            raise PydanticCustomError("endpoint", "a unix endpoint is unix:///absolute/path/to/docker.sock")
-        return value
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            raise PydanticCustomError("endpoint", "the port of a tcp endpoint must be a number 1..65535") from None
-        if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query or parts.username:
-            raise PydanticCustomError("endpoint", "a tcp endpoint is tcp://host:port (for example tcp://10.0.0.5:2376)")
-        return value
-    raise PydanticCustomError("endpoint", "the endpoint must start with unix:// or tcp://")
 
 
 def check_registry_url(value: str) -> str:
@@ -61,82 +53,30 @@ def check_registry_url(value: str) -> str:
 # ---- hosts ---------------------------------------------------------------------------------------
 
 
-class HostCreate(BaseModel):
+class HostCreate(EndpointCreate):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "local", "endpoint": "unix:///var/run/docker.sock", "environment": "development"},
         {"name": "prod-1", "endpoint": "tcp://10.0.0.5:2376", "environment": "production",
          "tls_ca": "-----BEGIN CERTIFICATE-----...", "tls_cert": "-----BEGIN CERTIFICATE-----...",
          "tls_key": "-----BEGIN PRIVATE KEY-----...", "sync_interval_seconds": 120}]})
 
-    name: Name
-    endpoint: str = Field(max_length=2000, description="unix:///path/to/docker.sock or tcp://host:port")
-    environment: HostEnvironment = "development"
-    auto_sync: bool = True
-    sync_interval_seconds: Interval = 60
-    tls_ca: Pem | None = Field(None, description="write-only, stored encrypted")
-    tls_cert: Pem | None = Field(None, description="write-only, stored encrypted; with tls_key")
-    tls_key: Pem | None = Field(None, description="write-only, stored encrypted; with tls_cert")
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_endpoint(value)
-
-
-class HostUpdate(BaseModel):
+class HostUpdate(EndpointUpdate):
     """Only the fields sent change. Send a TLS field as null to remove it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"sync_interval_seconds": 300}, {"auto_sync": False}, {"endpoint": "tcp://10.0.0.6:2376"}]})
 
-    name: Name | None = None
-    endpoint: str | None = Field(None, max_length=2000)
-    environment: HostEnvironment | None = None
-    auto_sync: bool | None = None
-    sync_interval_seconds: Interval | None = None
-    tls_ca: Pem | None = None
-    tls_cert: Pem | None = None
-    tls_key: Pem | None = None
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            raise PydanticCustomError("not_null", "may not be null; leave the field out to keep it")
-        return check_endpoint(value)
-
-    @field_validator("name", "environment", "auto_sync", "sync_interval_seconds")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise PydanticCustomError("not_null", "may not be null; leave the field out to keep it")
-        return value
-
-
-class HostPublic(BaseModel):
-    id: int
-    name: str
-    endpoint: str
-    environment: str
-    status: str = Field(description="pending | connected | disconnected | error | maintenance")
-    auto_sync: bool
-    sync_interval_seconds: int
-    consecutive_failures: int
-    last_error: str | None
-    last_synced_at: datetime | None = Field(description="the last sync round that changed something")
-    metrics: dict[str, Any]
-    tls_configured: bool
-    workflow_id: str | None
-    temporal_ui_url: str | None
+class HostPublic(EndpointPublic):
+    status: EngineStatus = Field(description="as the last sync or test found it; `maintenance` is set by hand")
     containers: int
     images: int
     created_at: datetime
     updated_at: datetime
 
 
-class HostsPublic(BaseModel):
-    data: list[HostPublic]
-    count: int
+HostsPublic = Page[HostPublic]
 
 
 class HostTestPublic(BaseModel):
@@ -148,18 +88,7 @@ class HostTestPublic(BaseModel):
     error: str | None = None
 
 
-class SyncCountsPublic(BaseModel):
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-
-
-class HostSyncPublic(BaseModel):
-    status: Literal["completed", "running"]
-    workflow_id: str
-    temporal_ui_url: str
-    ok: bool | None = None
+class HostSyncPublic(EndpointSyncPublic):
     host_status: str | None = None
     containers: SyncCountsPublic | None = None
     images: SyncCountsPublic | None = None
@@ -185,10 +114,8 @@ class ContainerPublic(BaseModel):
     synced_at: datetime | None = Field(None, description="null when read live from the engine")
 
 
-class ContainersPublic(BaseModel):
-    data: list[ContainerPublic]
-    count: int
-    live: bool
+class ContainersPublic(Page[ContainerPublic]):
+    live: bool = Field(description="read from the engine now (true) or from the last sync (false)")
 
 
 class ContainerCreate(BaseModel):
@@ -244,10 +171,8 @@ class ImagePublic(BaseModel):
     synced_at: datetime | None = None
 
 
-class ImagesPublic(BaseModel):
-    data: list[ImagePublic]
-    count: int
-    live: bool
+class ImagesPublic(Page[ImagePublic]):
+    live: bool = Field(description="read from the engine now (true) or from the last sync (false)")
 
 
 class ImagePull(BaseModel):
@@ -305,9 +230,7 @@ class NetworkPublic(BaseModel):
     created: str | None = None
 
 
-class NetworksPublic(BaseModel):
-    data: list[NetworkPublic]
-    count: int
+NetworksPublic = Page[NetworkPublic]
 
 
 class VolumeCreate(BaseModel):
@@ -327,9 +250,7 @@ class VolumePublic(BaseModel):
     created: str | None = None
 
 
-class VolumesPublic(BaseModel):
-    data: list[VolumePublic]
-    count: int
+VolumesPublic = Page[VolumePublic]
 
 
 # ---- events and activities -----------------------------------------------------------------------------
@@ -346,9 +267,7 @@ class EventPublic(BaseModel):
     attributes: dict[str, Any]
 
 
-class EventsPublic(BaseModel):
-    data: list[EventPublic]
-    count: int
+EventsPublic = Page[EventPublic]
 
 
 class ActivityPublic(BaseModel):
@@ -363,9 +282,7 @@ class ActivityPublic(BaseModel):
     created_at: datetime
 
 
-class ActivitiesPublic(BaseModel):
-    data: list[ActivityPublic]
-    count: int
+ActivitiesPublic = Page[ActivityPublic]
 
 
 # ---- registries ------------------------------------------------------------------------------------
@@ -422,9 +339,7 @@ class RegistryPublic(BaseModel):
     updated_at: datetime
 
 
-class RegistriesPublic(BaseModel):
-    data: list[RegistryPublic]
-    count: int
+RegistriesPublic = Page[RegistryPublic]
 
 
 class RegistryTestPublic(BaseModel):

@@ -15,20 +15,23 @@ from pydantic_core import PydanticCustomError
 
 from api.docker_schemas import (
     EngineName,
-    HostEnvironment,
     ImageRef,
-    Interval,
     Labels,
-    Name,
     NetworkPublic,
     NetworksPublic,
-    Pem,
-    SyncCountsPublic,
     VolumeCreate,
     VolumePublic,
     VolumesPublic,
-    check_endpoint,
 )
+from api.engine_schemas import (
+    EndpointCreate,
+    EndpointPublic,
+    EndpointSyncPublic,
+    EndpointUpdate,
+    SyncCountsPublic,
+)
+from api.pages import Page
+from domain.statuses import StackStatus
 
 __all__ = ["NetworkPublic", "NetworksPublic", "VolumeCreate", "VolumePublic", "VolumesPublic"]
 
@@ -50,78 +53,31 @@ def _not_null(value: Any) -> Any:
 # ---- clusters --------------------------------------------------------------------------------------
 
 
-class ClusterCreate(BaseModel):
+class ClusterCreate(EndpointCreate):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "local", "endpoint": "unix:///var/run/docker.sock", "environment": "development"},
         {"name": "prod", "endpoint": "tcp://10.0.0.5:2376", "environment": "production",
          "tls_ca": "-----BEGIN CERTIFICATE-----...", "tls_cert": "-----BEGIN CERTIFICATE-----...",
          "tls_key": "-----BEGIN PRIVATE KEY-----..."}]})
 
-    name: Name
     endpoint: str = Field(max_length=2000, description="a manager's engine: unix:///path or tcp://host:port")
-    environment: HostEnvironment = "development"
-    auto_sync: bool = True
-    sync_interval_seconds: Interval = 60
-    tls_ca: Pem | None = Field(None, description="write-only, stored encrypted")
-    tls_cert: Pem | None = Field(None, description="write-only, stored encrypted; with tls_key")
-    tls_key: Pem | None = Field(None, description="write-only, stored encrypted; with tls_cert")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        return check_endpoint(value)
 
 
-class ClusterUpdate(BaseModel):
+class ClusterUpdate(EndpointUpdate):
     """Only the fields sent change. Send a TLS field as null to remove it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"sync_interval_seconds": 300}]})
 
-    name: Name | None = None
-    endpoint: str | None = Field(None, max_length=2000)
-    environment: HostEnvironment | None = None
-    auto_sync: bool | None = None
-    sync_interval_seconds: Interval | None = None
-    tls_ca: Pem | None = None
-    tls_cert: Pem | None = None
-    tls_key: Pem | None = None
 
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        return check_endpoint(_not_null(value))
-
-    @field_validator("name", "environment", "auto_sync", "sync_interval_seconds")
-    @classmethod
-    def _required(cls, value: Any) -> Any:
-        return _not_null(value)
-
-
-class ClusterPublic(BaseModel):
-    id: int
-    name: str
-    endpoint: str
-    environment: str
-    status: str = Field(description="pending | connected | disconnected | error")
+class ClusterPublic(EndpointPublic):
     swarm_id: str | None
-    auto_sync: bool
-    sync_interval_seconds: int
-    consecutive_failures: int
-    last_error: str | None
-    last_synced_at: datetime | None = Field(description="the last sync round that changed something")
-    metrics: dict[str, Any]
-    tls_configured: bool
-    workflow_id: str | None
-    temporal_ui_url: str | None
     nodes: int
     services: int
     created_at: datetime
     updated_at: datetime
 
 
-class ClustersPublic(BaseModel):
-    data: list[ClusterPublic]
-    count: int
+ClustersPublic = Page[ClusterPublic]
 
 
 class ClusterTestPublic(BaseModel):
@@ -135,11 +91,7 @@ class ClusterTestPublic(BaseModel):
     error: str | None = None
 
 
-class ClusterSyncPublic(BaseModel):
-    status: Literal["completed", "running"]
-    workflow_id: str
-    temporal_ui_url: str
-    ok: bool | None = None
+class ClusterSyncPublic(EndpointSyncPublic):
     cluster_status: str | None = None
     nodes: SyncCountsPublic | None = None
     services: SyncCountsPublic | None = None
@@ -166,9 +118,7 @@ class NodePublic(BaseModel):
     synced_at: datetime | None = Field(None, description="null when read live from the engine")
 
 
-class NodesPublic(BaseModel):
-    data: list[NodePublic]
-    count: int
+class NodesPublic(Page[NodePublic]):
     live: bool
 
 
@@ -299,9 +249,7 @@ class ServicePublic(BaseModel):
     synced_at: datetime | None = Field(None, description="null when read live from the engine")
 
 
-class ServicesPublic(BaseModel):
-    data: list[ServicePublic]
-    count: int
+class ServicesPublic(Page[ServicePublic]):
     live: bool
 
 
@@ -321,9 +269,7 @@ class TaskPublic(BaseModel):
     updated_at: str | None
 
 
-class TasksPublic(BaseModel):
-    data: list[TaskPublic]
-    count: int
+TasksPublic = Page[TaskPublic]
 
 
 class ServiceDetailPublic(BaseModel):
@@ -357,16 +303,14 @@ class StackDeploy(BaseModel):
 class StackPublic(BaseModel):
     id: int | None = Field(description="null for a stack on the swarm that we did not deploy")
     name: str
-    status: str
+    status: StackStatus
     services: list[str]
     compose: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
 
-class StacksPublic(BaseModel):
-    data: list[StackPublic]
-    count: int
+StacksPublic = Page[StackPublic]
 
 
 class StackDetailPublic(BaseModel):
@@ -393,9 +337,7 @@ class SwarmEventPublic(BaseModel):
     created_at: datetime
 
 
-class SwarmEventsPublic(BaseModel):
-    data: list[SwarmEventPublic]
-    count: int
+SwarmEventsPublic = Page[SwarmEventPublic]
 
 
 # ---- networks, secrets and configs ----------------------------------------------------------------------------
@@ -431,6 +373,4 @@ class SwarmObjectPublic(BaseModel):
     updated_at: str | None
 
 
-class SwarmObjectsPublic(BaseModel):
-    data: list[SwarmObjectPublic]
-    count: int
+SwarmObjectsPublic = Page[SwarmObjectPublic]

@@ -23,7 +23,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
 
 def utcnow() -> datetime:
@@ -696,12 +696,15 @@ class Artifact(Base):
 # ---- Docker hosts (issue 5) -----------------------------------------------------------------
 
 
-class DockerHost(Base):
-    """A Docker engine we manage (the seed's ``DockerHost``), kept in sync by ``HostSyncWorkflow``
-    ``host-sync-<id>``; TLS material is encrypted like every secret."""
+class ManagedEngineEndpoint:
+    """What a Docker host and a Swarm cluster share: one Docker engine endpoint of an account
+    (``unix:///var/run/docker.sock`` or ``tcp://host:2376``, TLS material encrypted like every
+    secret), kept in sync by a looping workflow, with the seed's health fields. Each subclass
+    keeps its own table; the columns are the same as when they were written out twice."""
 
-    __tablename__ = "docker_hosts"
-    __table_args__ = (UniqueConstraint("account_id", "name"),)
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Any, ...]:
+        return (UniqueConstraint("account_id", "name"),)  # a constraint object per table, hence a function
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -722,6 +725,17 @@ class DockerHost(Base):
     workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def tls_configured(self) -> bool:
+        return bool(self.encrypted_tls_cert or self.encrypted_tls_ca)
+
+
+class DockerHost(ManagedEngineEndpoint, Base):
+    """A Docker engine we manage (the seed's ``DockerHost``), kept in sync by ``HostSyncWorkflow``
+    ``host-sync-<id>``."""
+
+    __tablename__ = "docker_hosts"
 
 
 class DockerContainer(Base):
@@ -816,33 +830,13 @@ class ContainerRegistry(Base):
 # ---- Docker Swarm and rollouts (issue 6) ------------------------------------------------------
 
 
-class SwarmCluster(Base):
-    """A swarm reached through one manager (the seed's ``SwarmCluster``), kept in sync by
-    ``SwarmSyncWorkflow`` ``swarm-sync-<id>``; health like Docker hosts."""
+class SwarmCluster(ManagedEngineEndpoint, Base):
+    """A swarm reached through one manager's endpoint (the seed's ``SwarmCluster``), kept in sync
+    by ``SwarmSyncWorkflow`` ``swarm-sync-<id>``; health like Docker hosts."""
 
     __tablename__ = "swarm_clusters"
-    __table_args__ = (UniqueConstraint("account_id", "name"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    endpoint: Mapped[str] = mapped_column(String(2000))
-    environment: Mapped[str] = mapped_column(String(20), default="development")
-    status: Mapped[str] = mapped_column(String(20), default="pending")
     swarm_id: Mapped[str | None] = mapped_column(String(100), default=None)
-    auto_sync: Mapped[bool] = mapped_column(Boolean, default=True)
-    sync_interval_seconds: Mapped[int] = mapped_column(Integer, default=60)
-    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    last_synced_at: Mapped[datetime | None] = mapped_column(default=None)
-    events_cursor: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    encrypted_tls_ca: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    encrypted_tls_cert: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    encrypted_tls_key: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
-    workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class SwarmNode(Base):

@@ -6,8 +6,13 @@ holds Debian's static busybox (``/bin/busybox``, from ``busybox-static``) with a
 ``/tmp`` and ``/work``. The tag carries a hash of that content, so every test process builds it at
 most once and concurrent builds of the same tag are harmless.
 
-``docker_client`` skips when no engine answers, except under ``CI=true`` where that is a failure
+``docker_or_skip`` skips when no engine answers, except under ``CI=true`` where that is a failure
 (the CI script starts ``dockerd``; ``make test`` does too, through ``scripts/test-services.sh``).
+
+The fixtures the engine tests share: ``engine`` (a client for the module), ``image`` (the busybox
+tag) and :func:`label_fixture` (a ``label`` value per test, whose objects are removed after it).
+A test module uses them by naming them at module level (``engine, image = docker_support.engine,
+docker_support.image``; ``label = docker_support.label_fixture(KEY, "containers", ...)``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import io
 import os
 import subprocess
 import tarfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,3 +105,44 @@ def busybox_image(client, *, changes: list[str] | None = None, extra_files: dict
     command += ["-", tag]
     subprocess.run(command, input=rootfs, check=True, capture_output=True)
     return tag
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine():
+    client = docker_or_skip()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def image(engine) -> str:
+    return busybox_image(engine)
+
+
+def _remove(engine, kind: str, selector: dict[str, list[str]]) -> None:
+    if kind == "containers":
+        for container in engine.containers.list(all=True, filters=selector):
+            container.remove(force=True)
+    elif kind == "volumes":
+        for volume in engine.volumes.list(filters=selector):
+            volume.remove(force=True)
+    else:  # services, networks
+        for item in getattr(engine, kind).list(filters=selector):
+            item.remove()
+
+
+def label_fixture(key: str, *kinds: str) -> Callable[..., Iterator[str]]:
+    """A ``label`` fixture: a value unique to the test; afterwards every object of ``kinds``
+    (services, containers, networks, volumes: in the order given) labelled ``key=<value>`` is removed."""
+    @pytest.fixture
+    def label(engine) -> Iterator[str]:
+        value = uuid.uuid4().hex[:10]
+        yield value
+        selector = {"label": [f"{key}={value}"]}
+        for kind in kinds:
+            _remove(engine, kind, selector)
+
+    return label

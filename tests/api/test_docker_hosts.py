@@ -10,45 +10,23 @@ import socket
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
 from db.models import DockerContainer, DockerHost, User
+from tests import docker_support
 from tests.conftest import IN_CI
-from tests.docker_support import busybox_image, docker_or_skip
 from workflows.host_sync import HostSyncWorkflow
 
 SOCKET = "unix:///var/run/docker.sock"
 REGISTRY_URL = "http://127.0.0.1:5000"
 
 
-@pytest.fixture(scope="module")
-def engine():
-    client = docker_or_skip()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine) -> str:
-    return busybox_image(engine)
-
-
-@pytest.fixture
-def label(engine) -> Iterator[str]:
-    """A label value unique to the test; every container, network and volume made with it is removed."""
-    value = uuid.uuid4().hex[:10]
-    yield value
-    selector = {"label": [f"devops-test-hosts={value}"]}
-    for container in engine.containers.list(all=True, filters=selector):
-        container.remove(force=True)
-    for network in engine.networks.list(filters=selector):
-        network.remove()
-    for volume in engine.volumes.list(filters=selector):
-        volume.remove(force=True)
+#: A label value unique to the test; every container, network and volume made with it is removed.
+engine, image = docker_support.engine, docker_support.image  # the shared fixtures
+label = docker_support.label_fixture("devops-test-hosts", "containers", "networks", "volumes")
 
 
 def make_host(client, **overrides) -> dict:

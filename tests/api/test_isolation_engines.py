@@ -16,14 +16,13 @@ import io
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
 
-from activities.docker_hosts import endpoint_refusal, is_local_endpoint, normalize_endpoint
+from adapters.engine_access import endpoint_refusal, is_local_endpoint, normalize_endpoint
 from db.models import DockerContainer, SwarmService
-from tests.docker_support import busybox_image, docker_or_skip
+from tests import docker_support
 from tests.harness import wait_for
 
 SOCKET = "unix:///var/run/docker.sock"
@@ -114,31 +113,8 @@ def test_create_update_and_test_routes_apply_the_allowlist(stack, monkeypatch):
 # ---- two accounts on one engine ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine():
-    client = docker_or_skip()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine) -> str:
-    return busybox_image(engine)
-
-
-@pytest.fixture
-def label(engine) -> Iterator[str]:
-    value = uuid.uuid4().hex[:10]
-    yield value
-    selector = {"label": [f"{LABEL}={value}"]}
-    for service in engine.services.list(filters=selector):
-        service.remove()
-    for container in engine.containers.list(all=True, filters=selector):
-        container.remove(force=True)
-    for volume in engine.volumes.list(filters=selector):
-        volume.remove(force=True)
-    for network in engine.networks.list(filters=selector):
-        network.remove()
+engine, image = docker_support.engine, docker_support.image  # the shared fixtures
+label = docker_support.label_fixture(LABEL, "services", "containers", "volumes", "networks")
 
 
 def _host(client) -> int:

@@ -10,13 +10,12 @@ that; a stack deployed through the API carries ``devops.account`` on its service
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from services.container_specs import PolicyView, check_compose
-from tests.docker_support import busybox_image, docker_or_skip
+from tests import docker_support
 
 SOCKET = "unix:///var/run/docker.sock"
 LABEL = "devops-test-isolation-stacks"
@@ -78,24 +77,8 @@ def test_disguised_host_access_at_the_top_level_is_refused():
 # ---- through the API ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine():
-    client = docker_or_skip()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def image(engine) -> str:
-    return busybox_image(engine)
-
-
-@pytest.fixture
-def label(engine) -> Iterator[str]:
-    value = uuid.uuid4().hex[:10]
-    yield value
-    for container in engine.containers.list(all=True, filters={"label": [f"{LABEL}={value}"]}):
-        container.remove(force=True)
+engine, image = docker_support.engine, docker_support.image  # the shared fixtures
+label = docker_support.label_fixture(LABEL, "containers")
 
 
 def _refused(response, loc: list) -> None:

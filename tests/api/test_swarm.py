@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import func, select, update
 
-from api.routes.swarm import validate_compose
 from api.swarm_schemas import ServiceCreate
 from db.models import SwarmCluster, SwarmDeployment, SwarmEvent, SwarmNode, SwarmService, User
+from domain.errors import Invalid
+from services.swarm_stacks import validate_compose
 from tests.docker_support import busybox_image, docker_or_skip
 from workflows.swarm_sync import SwarmSyncWorkflow
 
@@ -595,7 +595,7 @@ def test_sync_workflow_pauses_resumes_and_continues_as_new(stack):
     ("services: {web: [a]}\n", ["body", "compose", "services", "web"], "mapping"),
 ])
 def test_compose_validation_names_the_problem(text, loc, says):
-    with pytest.raises(RequestValidationError) as raised:
+    with pytest.raises(Invalid) as raised:
         validate_compose(text)
     error = raised.value.errors()[0]
     assert error["loc"] == loc and says in error["msg"], error
@@ -607,7 +607,7 @@ def test_compose_validation_answers_the_images():
 
 
 def test_service_spec_is_what_docker_service_create_sends():
-    from api.routes.swarm import service_spec  # noqa: PLC0415
+    from api.routes.swarm.service_specs import service_spec  # noqa: PLC0415
 
     spec = service_spec(ServiceCreate.model_validate({
         "name": "web", "image": "img:1", "command": ["sleep", "1"], "env": {"A": "1"}, "replicas": 3,
