@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.pages import Page
+from domain.statuses import ContainerStatus
 from services.container_specs import CPU_RANGE, MEMORY_RANGE, PIDS_RANGE, STORAGE_RANGE, TIMEOUT_RANGE
 
 Cpu = Annotated[float, Field(ge=CPU_RANGE[0], le=CPU_RANGE[1], description="cores")]
@@ -88,6 +90,10 @@ class ContainerTemplateCreate(BaseModel):
     bind_mounts: list[BindMount] = Field(default_factory=list)
 
 
+# Template fields a PATCH (or a launch's override) may set to null: "no entrypoint override", "the image's user".
+NULLABLE_TEMPLATE_FIELDS = ("entrypoint", "user")
+
+
 class ContainerTemplateUpdate(ContainerSpecFields):
     name: TemplateName | None = None
     description: str | None = Field(None, max_length=5000)
@@ -120,9 +126,7 @@ class ContainerTemplatePublic(BaseModel):
     updated_at: datetime
 
 
-class ContainerTemplatesPublic(BaseModel):
-    data: list[ContainerTemplatePublic]
-    count: int
+ContainerTemplatesPublic = Page[ContainerTemplatePublic]
 
 
 # ---- policy and quota --------------------------------------------------------------------
@@ -215,7 +219,7 @@ class ArtifactPublic(BaseModel):
 class ContainerInstanceSummary(BaseModel):
     id: int
     name: str
-    status: str
+    status: ContainerStatus
     image: str
     image_digest: str | None
     template_id: int | None
@@ -251,6 +255,4 @@ class ContainerInstancePublic(ContainerInstanceSummary):
     temporal_ui_url: str | None
 
 
-class ContainerInstancesPublic(BaseModel):
-    data: list[ContainerInstanceSummary]
-    count: int
+ContainerInstancesPublic = Page[ContainerInstanceSummary]

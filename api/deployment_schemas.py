@@ -13,11 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.pages import Page
 from domain.rollouts import (  # noqa: F401  (the strategy check, re-exported)
     Problem,
     analysis_problems,
     rollout_problems,
 )
+from domain.statuses import DeploymentStatus
 
 # ---- request / response models ---------------------------------------------------------------------
 
@@ -60,7 +62,7 @@ class DeploymentPublic(BaseModel):
     cluster_id: int
     service: str
     strategy: str
-    status: str
+    status: DeploymentStatus
     revision: int | None
     previous_revision: int | None
     image: str | None
@@ -77,15 +79,13 @@ class DeploymentPublic(BaseModel):
     live: bool = False  # state comes from the running workflow's query
 
 
-class DeploymentsPublic(BaseModel):
-    data: list[DeploymentPublic]
-    count: int
+DeploymentsPublic = Page[DeploymentPublic]
 
 
 class DeploymentControlPublic(BaseModel):
     deployment_id: int
     action: str
-    status: str
+    status: DeploymentStatus
     message: str
 
 
@@ -97,6 +97,4 @@ class DeploymentEventPublic(BaseModel):
     created_at: datetime
 
 
-class DeploymentEventsPublic(BaseModel):
-    data: list[DeploymentEventPublic]
-    count: int
+DeploymentEventsPublic = Page[DeploymentEventPublic]

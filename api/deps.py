@@ -16,6 +16,7 @@ from adapters.temporal import TemporalGateway
 from api import security
 from api.auth import hash_token
 from db.models import ApiToken
+from domain.errors import Forbidden
 from settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer dvo_...`")
@@ -93,7 +94,7 @@ CurrentCaller = Annotated[Caller, Depends(get_caller)]
 
 def require_writer(caller: CurrentCaller) -> Caller:
     if not caller.can_write:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "your role is viewer: it can read but not change anything")
+        raise Forbidden("your role is viewer: it can read but not change anything")
     return caller
 
 

@@ -13,9 +13,11 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from adapters.temporal import TemporalGateway
-from api import database_errors, errors, safe_parse, security
+from api import database_errors, errors, openapi, safe_parse, security
 from api.routes import (
     approvals,
+    container_account,
+    container_templates,
     containers,
     deployments,
     docker,
@@ -26,6 +28,7 @@ from api.routes import (
     pipelines,
     providers,
     repositories,
+    repository_links,
     run_streams,
     schedules,
     secrets,
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         openapi_url="/openapi.json" if settings.resolved_docs_enabled else None,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=openapi.operation_id,  # operationId = the route function's name
     )
     @app.exception_handler(RequestValidationError)
     async def validation_failed(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,14 +105,17 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(oauth.router)  # /providers/oauth/callback and /providers/{id}/oauth/authorize
     devops.include_router(providers.router)
     devops.include_router(repositories.router)
+    devops.include_router(repository_links.router)
     devops.include_router(webhooks.router)
     devops.include_router(docker.router)
     devops.include_router(deployments.router)  # before swarm: /swarm/deployments is the rollouts'
     devops.include_router(swarm.router)
-    for router in containers.routers:
-        devops.include_router(router)
+    devops.include_router(container_templates.router)
+    devops.include_router(container_account.router)
+    devops.include_router(containers.router)
     app.include_router(devops)
     app.include_router(health.router)
+    openapi.document_errors(app)  # 401/403/404/409/429/503 with their model, by rule (api/openapi.py)
     security.install(app, settings)  # query-token masking, failed-auth limit, headers, docs
     database_errors.install(app, settings)  # database unreachable: 503 + Retry-After, not 500
     safe_parse.install(app)  # bounded bodies, documents, path and query values (after all routes)

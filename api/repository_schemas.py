@@ -11,6 +11,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from api.pages import Page
+from domain.statuses import WebhookEventStatus
+
 BranchFilterType = Literal["none", "exact", "wildcard", "regex"]
 FullName = Annotated[str, Field(min_length=3, max_length=500, pattern=r"^[^/\s]+(/[^/\s]+)+$",
                                 examples=["acme/web"], description="owner/name (GitLab: group/subgroup/name)")]
@@ -50,9 +53,7 @@ class RepositoryPublic(BaseModel):
     updated_at: datetime
 
 
-class RepositoriesPublic(BaseModel):
-    data: list[RepositoryPublic]
-    count: int
+RepositoriesPublic = Page[RepositoryPublic]
 
 
 class RepositoryCreate(BaseModel):
@@ -124,16 +125,14 @@ class PipelineLinkPublic(BaseModel):
     created_at: datetime
 
 
-class PipelineLinksPublic(BaseModel):
-    data: list[PipelineLinkPublic]
-    count: int
+PipelineLinksPublic = Page[PipelineLinkPublic]
 
 
 class WebhookEventPublic(BaseModel):
     id: int
     delivery_id: str
     event_name: str | None
-    status: str
+    status: WebhookEventStatus
     matched_pipeline_ids: list[int]
     run_ids: list[int]
     error: str | None
@@ -147,6 +146,4 @@ class WebhookEventDetailPublic(WebhookEventPublic):
     processed_at: datetime | None
 
 
-class WebhookEventsPublic(BaseModel):
-    data: list[WebhookEventPublic]
-    count: int
+WebhookEventsPublic = Page[WebhookEventPublic]

@@ -1,21 +1,9 @@
-"""Bounded parsing of everything users send: YAML and JSON documents, JSON request bodies,
-path and query values.
+"""The request guard: every body, path and query value bounded before a route sees it.
 
-Why: a 565-byte YAML alias bomb expands to hundreds of millions of nodes when the parsed object
-is walked (pydantic, ``json.dumps``, deepcopy); ``json.loads`` raises ``RecursionError`` on
-deep nesting; integers beyond 64 bits overflow SQLite and PostgreSQL; a NUL character cannot
-reach argv, an environment or a path, and PostgreSQL refuses it in text. Each of those used to
-surface as a 5xx (or a frozen API); here it is a 413/422 naming the field, decided in
-milliseconds and before anything is built from the document.
-
-Limits (one place, used by every caller):
-
-* bodies and documents: ``MAX_BODY_BYTES`` (2 MB) → 413;
-* ``MAX_NODES`` (100,000) nodes after alias expansion and ``MAX_EXPANDED_CHARS`` (4 MB) of
-  scalar text after alias expansion → 413 (an alias counts as the whole node it refers to);
-* nesting deeper than ``MAX_DEPTH`` (64) → 422;
-* integers outside signed 64 bits, non-finite numbers, NUL characters, YAML values with no
-  JSON form (binary, sets) → 422 naming the JSON path.
+The limits and the document parsers (YAML/JSON) are ``domain/safe_documents.py``; here they are
+applied to raw requests: bodies over the limit → 413, integers beyond 64 bits (and beyond the
+database column's width), non-finite numbers and NUL characters in paths, queries and bodies →
+422 naming the field, decided before FastAPI builds anything from the request.
 """
 
 from __future__ import annotations

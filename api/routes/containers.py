@@ -1,5 +1,5 @@
-"""Containers: templates, the account's policy and quota, and executions (the seed's
-ContainersController).
+"""Container executions (the seed's ContainersController; templates are in
+``container_templates``, the account's policy and quota in ``container_account``).
 
 ``POST /containers`` resolves a template and the caller's overrides into a spec, checks it
 (422 naming the field; the unsafe options need the account's ``ContainerPolicy``), reserves
@@ -7,7 +7,7 @@ quota atomically (429 with the reason, or status ``queued`` with ``queue: true``
 ``ContainerInstance`` and starts ``ContainerExecutionWorkflow`` ``container-<id>``. The workflow
 owns the instance from then on; the API only reads it and asks Temporal to cancel it.
 
-The policy and the quota are changed by account admins only. Secret values never appear here:
+Secret values never appear here:
 a spec carries secret names, and the workflow masks values in the logs it stores.
 """
 
@@ -17,288 +17,53 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from anyio import from_thread
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from activities import container_quota
 from activities.containers import container_name
 from adapters.network_targets import check_host
-from adapters.temporal import TemporalGateway
+from adapters.temporal import TemporalGateway, is_not_found
 from api import errors, idempotency
 from api.container_schemas import (
+    NULLABLE_TEMPLATE_FIELDS,
     ArtifactPublic,
     ContainerEventPublic,
     ContainerInstancePublic,
     ContainerInstancesPublic,
     ContainerInstanceSummary,
     ContainerLaunch,
-    ContainerPolicyPublic,
-    ContainerPolicyUpdate,
-    ContainerQuotaLimits,
-    ContainerQuotaPublic,
-    ContainerQuotaUpdate,
-    ContainerQuotaUsage,
-    ContainerTemplateCreate,
-    ContainerTemplatePublic,
-    ContainerTemplatesPublic,
-    ContainerTemplateUpdate,
 )
-from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
+from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from db.models import (
     Artifact,
     ContainerEvent,
     ContainerInstance,
-    ContainerPolicy,
     ContainerTemplate,
 )
+from domain.errors import QuotaExceeded, Unavailable
 from domain.network_rules import url_host_port, worded_refusal
+from domain.statuses import ContainerStatus
 from services.container_specs import (
-    CAPABILITY,
     SPEC_FIELDS,
-    clean_absolute_path,
     hardened,
-    normalize_capability,
     resolve_spec,
 )
 from services.containers import checked_spec, template_spec
-from settings import Settings
 from workflows.container_execution import (
     ContainerExecutionInput,
     ContainerExecutionWorkflow,
     container_workflow_id,
 )
 
-templates_router = APIRouter(prefix="/container_templates", tags=["containers"])
-account_router = APIRouter(tags=["containers"])
-instances_router = APIRouter(prefix="/containers", tags=["containers"])
-routers = (templates_router, account_router, instances_router)
+router = APIRouter(prefix="/containers", tags=["containers"])
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
-
-
-def require_admin(caller: CurrentCaller) -> Caller:
-    if caller.role != "admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN,
-                            f"your role is {caller.role}: only an account admin can change this")
-    return caller
-
-
-AdminCaller = Annotated[Caller, Depends(require_admin)]
-
-
-# ---- shared helpers ---------------------------------------------------------------------------
-
-
-def _commit_or_conflict(session: Session, message: str) -> None:
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent request took the name between our check and the insert
-        session.rollback()
-        raise errors.conflict(message) from None
-
-
-# ---- templates ------------------------------------------------------------------------------
-
-
-def _template_public(row: ContainerTemplate) -> ContainerTemplatePublic:
-    return ContainerTemplatePublic(
-        id=row.id, name=row.name, description=row.description, image=row.image, command=list(row.command or []),
-        entrypoint=row.entrypoint, working_dir=row.working_dir, env=dict(row.env or {}),
-        secret_env=dict(row.secret_env or {}), cpu_limit=row.cpu_limit, memory_mb=row.memory_mb,
-        pids_limit=row.pids_limit, storage_mb=row.storage_mb, network_mode=row.network_mode,
-        timeout_seconds=row.timeout_seconds, artifact_paths=list(row.artifact_paths or []),
-        labels=dict(row.labels or {}), user=row.user, read_only_rootfs=row.read_only_rootfs,
-        privileged=row.privileged, cap_add=list(row.cap_add or []), bind_mounts=list(row.bind_mounts or []),
-        created_at=row.created_at, updated_at=row.updated_at,
-    )
-
-
-def _owned_template(session: Session, account_id: int, template_id: int) -> ContainerTemplate:
-    row = session.scalar(select(ContainerTemplate).where(ContainerTemplate.id == template_id,
-                                                         ContainerTemplate.account_id == account_id))
-    if row is None:
-        raise errors.not_found("container template")
-    return row
-
-
-def _template_name_taken(session: Session, account_id: int, name: str, exclude_id: int | None = None) -> bool:
-    query = select(ContainerTemplate.id).where(ContainerTemplate.account_id == account_id,
-                                               ContainerTemplate.name == name)
-    if exclude_id is not None:
-        query = query.where(ContainerTemplate.id != exclude_id)
-    return session.scalar(query) is not None
-
-
-@templates_router.get("", response_model=ContainerTemplatesPublic)
-def list_templates(session: SessionDep, caller: CurrentCaller) -> ContainerTemplatesPublic:
-    rows = session.scalars(select(ContainerTemplate).where(ContainerTemplate.account_id == caller.account_id)
-                           .order_by(ContainerTemplate.name)).all()
-    return ContainerTemplatesPublic(data=[_template_public(r) for r in rows], count=len(rows))
-
-
-@templates_router.post("", response_model=ContainerTemplatePublic, status_code=status.HTTP_201_CREATED)
-def create_template(body: ContainerTemplateCreate, session: SessionDep,
-                    caller: WriterCaller, settings: SettingsDep) -> ContainerTemplatePublic:
-    """Save a template. Safe by default; ``privileged``, ``network_mode: host``, ``cap_add`` and
-    ``bind_mounts`` are refused (422 naming the field) unless the account's policy allows them."""
-    values = body.model_dump(mode="json")
-    spec = checked_spec(session, caller.account_id, resolve_spec(None, values), settings)
-    if _template_name_taken(session, caller.account_id, body.name):
-        raise errors.conflict(f"a container template named {body.name!r} already exists")
-    row = ContainerTemplate(account_id=caller.account_id, name=body.name, description=body.description, **spec)
-    session.add(row)
-    try:
-        session.flush()
-    except IntegrityError:
-        session.rollback()
-        raise errors.conflict(f"a container template named {body.name!r} already exists") from None
-    if spec["user"] is None:  # on insert, None means "the column default" (nobody) to the ORM
-        session.execute(update(ContainerTemplate).where(ContainerTemplate.id == row.id).values(user=None))
-        session.refresh(row)
-    _commit_or_conflict(session, f"a container template named {body.name!r} already exists")
-    return _template_public(row)
-
-
-@templates_router.get("/{template_id}", response_model=ContainerTemplatePublic)
-def show_template(template_id: int, session: SessionDep, caller: CurrentCaller) -> ContainerTemplatePublic:
-    return _template_public(_owned_template(session, caller.account_id, template_id))
-
-
-NULLABLE_TEMPLATE_FIELDS = ("entrypoint", "user")
-
-
-@templates_router.patch("/{template_id}", response_model=ContainerTemplatePublic)
-def update_template(template_id: int, body: ContainerTemplateUpdate, session: SessionDep,
-                    caller: WriterCaller, settings: SettingsDep) -> ContainerTemplatePublic:
-    """Change some fields; the result is checked as a whole, against today's policy."""
-    row = _owned_template(session, caller.account_id, template_id)
-    changes = body.model_dump(mode="json", exclude_unset=True)
-    nulls = [name for name, value in changes.items() if value is None and name not in NULLABLE_TEMPLATE_FIELDS]
-    if nulls:
-        raise errors.unprocessable([{"loc": ["body", name], "type": "null", "msg": "may not be null"}
-                                    for name in nulls])
-    merged = {**template_spec(row), **{k: v for k, v in changes.items() if k in SPEC_FIELDS}}
-    spec = checked_spec(session, caller.account_id, merged, settings)
-    if "name" in changes and _template_name_taken(session, caller.account_id, changes["name"], exclude_id=row.id):
-        raise errors.conflict(f"a container template named {changes['name']!r} already exists")
-    for name, value in spec.items():
-        if getattr(row, name) != value:
-            setattr(row, name, value)
-    for name in ("name", "description"):
-        if name in changes:
-            setattr(row, name, changes[name])
-    _commit_or_conflict(session, f"a container template named {row.name!r} already exists")
-    return _template_public(row)
-
-
-@templates_router.delete("/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_template(template_id: int, session: SessionDep, caller: WriterCaller) -> Response:
-    """Delete a template; instances started from it keep their resolved spec."""
-    row = _owned_template(session, caller.account_id, template_id)
-    session.execute(update(ContainerInstance).where(ContainerInstance.template_id == row.id)
-                    .values(template_id=None).execution_options(synchronize_session=False))
-    session.delete(row)
-    session.commit()
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-# ---- policy and quota -----------------------------------------------------------------------
-
-
-def _policy_public(row: ContainerPolicy | None) -> ContainerPolicyPublic:
-    if row is None:
-        return ContainerPolicyPublic(allow_privileged=False, allow_host_network=False, allowed_capabilities=[],
-                                     allowed_bind_paths=[], updated_at=None)
-    return ContainerPolicyPublic(allow_privileged=row.allow_privileged, allow_host_network=row.allow_host_network,
-                                 allowed_capabilities=list(row.allowed_capabilities or []),
-                                 allowed_bind_paths=list(row.allowed_bind_paths or []), updated_at=row.updated_at)
-
-
-@account_router.get("/container_policy", response_model=ContainerPolicyPublic)
-def show_policy(session: SessionDep, caller: CurrentCaller) -> ContainerPolicyPublic:
-    """What the account allows beyond the safe defaults (nothing until an admin says so)."""
-    return _policy_public(session.scalar(select(ContainerPolicy)
-                                         .where(ContainerPolicy.account_id == caller.account_id)))
-
-
-@account_router.put("/container_policy", response_model=ContainerPolicyPublic)
-def put_policy(body: ContainerPolicyUpdate, session: SessionDep, caller: AdminCaller) -> ContainerPolicyPublic:
-    """Allow (or stop allowing) privileged mode, the host network, named capabilities and bind
-    mounts under host path prefixes. Account admins only; only the fields sent change. Templates
-    saved earlier are checked again at every launch, so withdrawing a permission takes effect."""
-    changes = body.model_dump(exclude_unset=True)
-    problems: list[dict[str, Any]] = []
-    nulls = [name for name, value in changes.items() if value is None]
-    problems += [{"loc": ["body", name], "type": "null", "msg": "may not be null"} for name in nulls]
-    if changes.get("allowed_capabilities"):
-        caps = [normalize_capability(c) for c in changes["allowed_capabilities"]]
-        for index, cap in enumerate(caps):
-            if not CAPABILITY.match(cap):
-                problems.append({"loc": ["body", "allowed_capabilities", index], "type": "value_error",
-                                 "msg": "not a capability name (e.g. NET_BIND_SERVICE)"})
-        changes["allowed_capabilities"] = sorted(set(caps))
-    if changes.get("allowed_bind_paths"):
-        paths = []
-        for index, path in enumerate(changes["allowed_bind_paths"]):
-            clean = clean_absolute_path(path)
-            if clean is None:
-                problems.append({"loc": ["body", "allowed_bind_paths", index], "type": "value_error",
-                                 "msg": "must be an absolute host path without '..'"})
-            else:
-                paths.append(clean)
-        changes["allowed_bind_paths"] = sorted(set(paths))
-    if problems:
-        raise errors.unprocessable(problems)
-    row = session.scalar(select(ContainerPolicy).where(ContainerPolicy.account_id == caller.account_id))
-    if row is None:
-        row = ContainerPolicy(account_id=caller.account_id, allowed_capabilities=[], allowed_bind_paths=[])
-        session.add(row)
-    for name, value in changes.items():
-        setattr(row, name, value)
-    row.updated_at = datetime.now(UTC)
-    _commit_or_conflict(session, "the policy was changed concurrently; try again")
-    return _policy_public(row)
-
-
-def _quota_public(session: Session, account_id: int) -> ContainerQuotaPublic:
-    quota = container_quota.quota_for(session, account_id)
-    used = container_quota.usage(session, account_id)
-    queued = container_quota.queued_count(session, account_id)
-    session.commit()  # the default row, when it was just created
-    return ContainerQuotaPublic(
-        limits=ContainerQuotaLimits(max_concurrent=quota.max_concurrent, max_cpu=quota.max_cpu,
-                                    max_memory_mb=quota.max_memory_mb, max_storage_mb=quota.max_storage_mb,
-                                    max_duration_seconds=quota.max_duration_seconds),
-        usage=ContainerQuotaUsage(**used), queued=queued)
-
-
-@account_router.get("/container_quotas", response_model=ContainerQuotaPublic)
-def show_quota(session: SessionDep, caller: CurrentCaller) -> ContainerQuotaPublic:
-    """The account's limits and what its pending, provisioning and running instances use."""
-    return _quota_public(session, caller.account_id)
-
-
-@account_router.put("/container_quotas", response_model=ContainerQuotaPublic)
-def put_quota(body: ContainerQuotaUpdate, session: SessionDep, caller: AdminCaller) -> ContainerQuotaPublic:
-    """Change the limits (account admins only; only the fields sent change). Lowering a limit
-    stops nothing that runs: it applies to the next reservations."""
-    changes = body.model_dump(exclude_unset=True)
-    nulls = [name for name, value in changes.items() if value is None]
-    if nulls:
-        raise errors.unprocessable([{"loc": ["body", name], "type": "null", "msg": "may not be null"}
-                                    for name in nulls])
-    quota = container_quota.quota_for(session, caller.account_id)
-    for name, value in changes.items():
-        setattr(quota, name, value)
-    session.commit()
-    return _quota_public(session, caller.account_id)
 
 
 # ---- instances ------------------------------------------------------------------------------
@@ -364,19 +129,20 @@ def _event(row: ContainerInstance, event_type: str, payload: dict[str, Any], ded
                           payload={"status": row.status, **payload}, dedupe_key=dedupe_key)
 
 
-async def start_container_workflow(temporal: TemporalGateway, settings: Settings, row: ContainerInstance) -> None:
-    client = await temporal.client()
-    await client.start_workflow(
+def _start_workflow(temporal: TemporalGateway, row: ContainerInstance) -> None:
+    temporal.call(
+        temporal.start,
         ContainerExecutionWorkflow.run,
         ContainerExecutionInput(instance_id=row.id, account_id=row.account_id),
         id=container_workflow_id(row.id),
-        task_queue=settings.task_queue,
         search_attributes=TypedSearchAttributes([SearchAttributePair(ACCOUNT_ID, row.account_id)]),
         static_summary=f"container {row.name} ({row.image})",
     )
 
 
-@instances_router.post("", response_model=ContainerInstancePublic, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=ContainerInstancePublic, status_code=status.HTTP_201_CREATED, responses={
+    429: {"description": "over the account's quota (the reason names the limit; `queue: true` waits instead), "
+                         "or too many failed sign-ins from this address"}})
 def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
                      settings: SettingsDep, request: Request, response: Response,
                      idempotency_key: idempotency.KeyHeader = None) -> ContainerInstancePublic:
@@ -433,29 +199,29 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
     reason = container_quota.try_reserve(session, row)
     if reason is not None and not body.queue:
         session.rollback()
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, reason)
+        raise QuotaExceeded(reason)
     session.add(_event(row, "created", {"reason": reason} if reason else {}, "api-created"))
     if idem is not None:
         idem.attach(row.id)
     session.commit()
 
     try:
-        from_thread.run(start_container_workflow, temporal, settings, row)
+        _start_workflow(temporal, row)
     except Exception as exc:  # Temporal unreachable or refusing: say so, keep the row honest
         row.status = "failed"
         row.error = f"the container could not be started: Temporal did not accept it ({type(exc).__name__})"
         row.finished_at = datetime.now(UTC)
         session.add(_event(row, "failed", {"error": row.error}, "api-start-failed"))
         session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"container {row.id} was recorded but could not be started: Temporal is unavailable"
-                            ) from exc
+        raise Unavailable(f"container {row.id} was recorded but could not be started: Temporal is unavailable"
+                          ) from exc
     return instance_public(session, row, temporal)
 
 
-@instances_router.get("", response_model=ContainerInstancesPublic)
+@router.get("", response_model=ContainerInstancesPublic)
 def list_containers(session: SessionDep, caller: CurrentCaller,
-                    status_: Annotated[str | None, Query(alias="status", max_length=20)] = None,
+                    status_: Annotated[str | None, Query(alias="status", max_length=20,
+                                                         description=", ".join(ContainerStatus))] = None,
                     run_id: int | None = None,
                     limit: Annotated[int, Query(ge=1, le=200)] = 50,
                     offset: Annotated[int, Query(ge=0)] = 0) -> ContainerInstancesPublic:
@@ -470,7 +236,7 @@ def list_containers(session: SessionDep, caller: CurrentCaller,
     return ContainerInstancesPublic(data=[ContainerInstanceSummary(**_summary_fields(r)) for r in rows], count=count)
 
 
-@instances_router.get("/{instance_id}", response_model=ContainerInstancePublic)
+@router.get("/{instance_id}", response_model=ContainerInstancePublic)
 def show_container(instance_id: int, session: SessionDep, caller: CurrentCaller,
                    temporal: TemporalDep) -> ContainerInstancePublic:
     """Everything about one execution: spec (secret names only), status, image digest, exit
@@ -478,23 +244,19 @@ def show_container(instance_id: int, session: SessionDep, caller: CurrentCaller,
     return instance_public(session, _owned_instance(session, caller.account_id, instance_id), temporal)
 
 
-async def cancel_container_workflow(temporal: TemporalGateway, workflow_id: str) -> bool:
+async def _cancel_workflow(temporal: TemporalGateway, workflow_id: str) -> bool:
     """Request cancellation; False when there is no such workflow or it has already closed."""
-    client = await temporal.client()
-    handle = client.get_workflow_handle(workflow_id)
     try:
-        description = await handle.describe()
-        if description.status != WorkflowExecutionStatus.RUNNING:
+        if (await temporal.describe(workflow_id)).status != WorkflowExecutionStatus.RUNNING:
             return False
-        await handle.cancel()
     except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND:
+        if not is_not_found(exc):
             raise
         return False
-    return True
+    return await temporal.cancel(workflow_id)
 
 
-@instances_router.post("/{instance_id}/cancel", response_model=ContainerInstancePublic,
+@router.post("/{instance_id}/cancel", response_model=ContainerInstancePublic,
                        status_code=status.HTTP_202_ACCEPTED)
 def cancel_container(instance_id: int, session: SessionDep, caller: WriterCaller,
                      temporal: TemporalDep) -> ContainerInstancePublic:
@@ -517,12 +279,10 @@ def cancel_container(instance_id: int, session: SessionDep, caller: WriterCaller
                                        payload={"status": "cancelled", "while": "queued"}, dedupe_key="api-cancelled"))
         session.commit()
     try:
-        accepted = from_thread.run(cancel_container_workflow, temporal, row.workflow_id or
-                                   container_workflow_id(row.id))
+        accepted = temporal.call(_cancel_workflow, temporal, row.workflow_id or container_workflow_id(row.id))
     except Exception as exc:
         if not withdrawn:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                f"container {row.id} was not cancelled: Temporal is unavailable") from exc
+            raise Unavailable(f"container {row.id} was not cancelled: Temporal is unavailable") from exc
         accepted = False
     session.expire_all()
     row = _owned_instance(session, caller.account_id, instance_id)
@@ -531,10 +291,10 @@ def cancel_container(instance_id: int, session: SessionDep, caller: WriterCaller
     return instance_public(session, row, temporal)
 
 
-@instances_router.get("/{instance_id}/artifacts/{artifact_id}", response_class=FileResponse,
+@router.get("/{instance_id}/artifacts/{artifact_id}", response_class=FileResponse,
                       responses={200: {"content": {"application/x-tar": {}}}})
-def download_artifact(instance_id: int, artifact_id: int, session: SessionDep, caller: CurrentCaller,
-                      settings: SettingsDep) -> FileResponse:
+def download_container_artifact(instance_id: int, artifact_id: int, session: SessionDep, caller: CurrentCaller,
+                                settings: SettingsDep) -> FileResponse:
     """The stored tar of one of the execution's artifacts."""
     row = _owned_instance(session, caller.account_id, instance_id)
     artifact = session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.instance_id == row.id,

@@ -10,18 +10,19 @@ from then on. ``promote|abort|pause|resume`` execute the workflow's Updates; a r
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from sqlalchemy import select
+from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.docker_hosts import ACCOUNT_LABEL, classify, docker_client, engine_shared
-from activities.rollouts import FINAL_STATUSES, cluster_target
+from activities.rollouts import cluster_target
+from adapters.docker_engine import classify, docker_client
+from adapters.engine_access import ACCOUNT_LABEL, engine_shared
+from adapters.temporal import TemporalGateway
 from api import errors, idempotency
 from api.deployment_schemas import (
     DeploymentControl,
@@ -36,12 +37,17 @@ from api.deployment_schemas import (
 )
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
 from db.models import ServiceRevision, SwarmCluster, SwarmDeployment, SwarmEvent
-from services.container_specs import require_public_registries
+from domain.errors import UpstreamFailed
+from domain.statuses import FINISHED_DEPLOYMENT, DeploymentStatus
+from services.container_specs import require_public_registry
 from settings import Settings
 from workflows.rollout import RolloutControl, RolloutInput, RolloutWorkflow, rollout_workflow_id
 
 router = APIRouter(prefix="/swarm/deployments", tags=["swarm deployments"])
 
+# Creating a rollout asks the cluster's engine whether the service and image exist.
+ENGINE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    502: {"description": "the cluster's engine could not be reached or refused the request"}}
 ACTIONS = {"promote": RolloutWorkflow.promote, "abort": RolloutWorkflow.abort, "pause": RolloutWorkflow.pause,
            "resume": RolloutWorkflow.resume}
 
@@ -104,26 +110,24 @@ def _check_on_cluster(cluster: SwarmCluster, settings: Settings, service: str, i
         problem = classify(exc, target.endpoint)
         if problem is None:
             raise
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, problem.message) from None
+        raise UpstreamFailed(problem.message) from None
 
 
-async def _start(temporal: TemporalDep, settings: Settings, row: SwarmDeployment) -> None:
-    client = await temporal.client()
-    await client.start_workflow(RolloutWorkflow.run, RolloutInput(deployment_id=row.id, account_id=row.account_id),
-                                id=rollout_workflow_id(row.id), task_queue=settings.task_queue,
-                                static_summary=f"{row.strategy} rollout of {row.service_name}")
+def _start(temporal: TemporalGateway, row: SwarmDeployment) -> None:
+    temporal.call(temporal.start, RolloutWorkflow.run, RolloutInput(deployment_id=row.id, account_id=row.account_id),
+                  id=rollout_workflow_id(row.id), static_summary=f"{row.strategy} rollout of {row.service_name}")
 
 
 def _refuse_concurrent(session: Session, cluster_id: int, service: str) -> None:
     running = session.scalar(select(SwarmDeployment.id).where(
         SwarmDeployment.cluster_id == cluster_id, SwarmDeployment.service_name == service,
-        SwarmDeployment.status.not_in(FINAL_STATUSES)))
+        SwarmDeployment.status.not_in(FINISHED_DEPLOYMENT)))
     if running is not None:
         raise errors.conflict(f"deployment {running} of {service} is still running: promote, abort or wait for it")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)
-async def create_deployment(body: DeploymentCreate, caller: WriterCaller, session: SessionDep,
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic, responses=ENGINE_RESPONSES)
+def create_deployment(body: DeploymentCreate, caller: WriterCaller, session: SessionDep,
                             settings: SettingsDep, temporal: TemporalDep, request: Request, response: Response,
                             idempotency_key: idempotency.KeyHeader = None) -> DeploymentPublic:
     """Start a rollout of ``image`` to ``service`` with ``strategy`` (rolling, canary, blue_green).
@@ -141,16 +145,16 @@ async def create_deployment(body: DeploymentCreate, caller: WriterCaller, sessio
     problems = rollout_problems(body.strategy, body.steps, body.blue_green, body.rolling)
     if problems:
         raise errors.unprocessable([{"loc": ["body", *loc], "msg": msg, "type": "value_error"} for loc, msg in problems])
-    await require_public_registries(settings.private_targets_allowed, (body.image, ["image"]))
+    require_public_registry(body.image, settings.private_targets_allowed, ["image"])
     cluster = _cluster(session, caller.account_id, body.cluster_id)
     owner = caller.account_id if engine_shared(session, settings, caller.account_id, cluster.endpoint) else None
-    await asyncio.to_thread(_check_on_cluster, cluster, settings, body.service, body.image, owner)
-    # From here to the commit nothing awaits: a same-key request on this event loop cannot
-    # interleave, and one on another API process waits on the key row.
+    _check_on_cluster(cluster, settings, body.service, body.image, owner)
+    # A same-key request that finished while the cluster was asked answers that deployment; a
+    # concurrent one (another thread or API process) waits on the key row.
     if idem is not None and (found := idem.existing()) is not None:
         return idempotency.replay(response, found, render)
     if idem is not None and not idem.claim():  # a concurrent request with this key won
-        return idempotency.replay(response, await idem.await_existing(), render)
+        return idempotency.replay(response, idem.wait_existing(), render)
     _refuse_concurrent(session, cluster.id, body.service)
     config = {"image": body.image, "strategy": body.strategy, "steps": body.steps or [], "env": body.env or {}}
     for name in ("blue_green", "rolling", "progress_deadline_seconds"):
@@ -164,14 +168,16 @@ async def create_deployment(body: DeploymentCreate, caller: WriterCaller, sessio
     if idem is not None:
         idem.attach(row.id)
     session.commit()
-    await _start(temporal, settings, row)
+    _start(temporal, row)
     return _public(session, row)
 
 
 @router.get("", response_model=DeploymentsPublic)
 def list_deployments(caller: CurrentCaller, session: SessionDep, cluster_id: int | None = None,
-                     service: str | None = None, status_: str | None = Query(default=None, alias="status"),
-                     limit: int = Query(default=100, ge=1, le=500)) -> DeploymentsPublic:
+                     service: str | None = None,
+                     status_: Annotated[str | None, Query(alias="status", description=", ".join(DeploymentStatus))] = None,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> DeploymentsPublic:
+    """Newest first; ``count`` is the number of matching deployments, ``data`` the newest ``limit``."""
     query = select(SwarmDeployment).where(SwarmDeployment.account_id == caller.account_id)
     if cluster_id is not None:
         query = query.where(SwarmDeployment.cluster_id == cluster_id)
@@ -179,36 +185,35 @@ def list_deployments(caller: CurrentCaller, session: SessionDep, cluster_id: int
         query = query.where(SwarmDeployment.service_name == service)
     if status_:
         query = query.where(SwarmDeployment.status == status_)
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = list(session.scalars(query.order_by(SwarmDeployment.id.desc()).limit(limit)))
-    return DeploymentsPublic(data=[_public(session, row) for row in rows], count=len(rows))
+    return DeploymentsPublic(data=[_public(session, row) for row in rows], count=count)
 
 
 @router.get("/{deployment_id}", response_model=DeploymentPublic)
-async def get_deployment(deployment_id: int, caller: CurrentCaller, session: SessionDep,
-                         temporal: TemporalDep) -> DeploymentPublic:
+def show_deployment(deployment_id: int, caller: CurrentCaller, session: SessionDep,
+                    temporal: TemporalDep) -> DeploymentPublic:
     """The deployment, with the workflow's live state while it runs."""
     row = _deployment(session, caller.account_id, deployment_id)
     live = None
-    if row.status not in FINAL_STATUSES and row.workflow_id:
-        client = await temporal.client()
+    if row.status not in FINISHED_DEPLOYMENT and row.workflow_id:
         try:
-            live = await client.get_workflow_handle(row.workflow_id).query(RolloutWorkflow.state)
+            live = temporal.call(temporal.query, row.workflow_id, RolloutWorkflow.state)
         except RPCError:
             live = None  # not started yet, or Temporal is away: the stored state answers
     return _public(session, row, live)
 
 
-async def _control(action: str, deployment_id: int, body: DeploymentControl | None, caller: WriterCaller,
-                   session: Session, temporal: TemporalDep) -> DeploymentControlPublic:
+def _control(action: str, deployment_id: int, body: DeploymentControl | None, caller: WriterCaller,
+             session: Session, temporal: TemporalGateway) -> DeploymentControlPublic:
     row = _deployment(session, caller.account_id, deployment_id)
-    if row.status in FINAL_STATUSES:
+    if row.status in FINISHED_DEPLOYMENT:
         raise errors.conflict(f"{action} refused: the rollout has already ended ({row.status})")
     workflow_id = row.workflow_id or rollout_workflow_id(row.id)
     session.close()  # no connection held while the workflow answers
-    client = await temporal.client()
     request = RolloutControl(full=body.full if body else False, reason=body.reason if body else "")
     try:
-        result = await client.get_workflow_handle(workflow_id).execute_update(ACTIONS[action], request)
+        result = temporal.call(temporal.update, workflow_id, ACTIONS[action], request)
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError):
@@ -223,33 +228,33 @@ async def _control(action: str, deployment_id: int, body: DeploymentControl | No
 
 
 @router.post("/{deployment_id}/promote", response_model=DeploymentControlPublic)
-async def promote(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
-                  body: DeploymentControl | None = None) -> DeploymentControlPublic:
+def promote_deployment(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
+                       body: DeploymentControl | None = None) -> DeploymentControlPublic:
     """Go on past the current pause (``full``: past every remaining step); 409 when not paused."""
-    return await _control("promote", deployment_id, body, caller, session, temporal)
+    return _control("promote", deployment_id, body, caller, session, temporal)
 
 
 @router.post("/{deployment_id}/abort", response_model=DeploymentControlPublic)
-async def abort(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
-                body: DeploymentControl | None = None) -> DeploymentControlPublic:
+def abort_deployment(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
+                     body: DeploymentControl | None = None) -> DeploymentControlPublic:
     """Stop the rollout and remove the new revision's service; the stable service stays as it is."""
-    return await _control("abort", deployment_id, body, caller, session, temporal)
+    return _control("abort", deployment_id, body, caller, session, temporal)
 
 
 @router.post("/{deployment_id}/pause", response_model=DeploymentControlPublic)
-async def pause(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
-                body: DeploymentControl | None = None) -> DeploymentControlPublic:
-    return await _control("pause", deployment_id, body, caller, session, temporal)
+def pause_deployment(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
+                     body: DeploymentControl | None = None) -> DeploymentControlPublic:
+    return _control("pause", deployment_id, body, caller, session, temporal)
 
 
 @router.post("/{deployment_id}/resume", response_model=DeploymentControlPublic)
-async def resume(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
-                 body: DeploymentControl | None = None) -> DeploymentControlPublic:
-    return await _control("resume", deployment_id, body, caller, session, temporal)
+def resume_deployment(deployment_id: int, caller: WriterCaller, session: SessionDep, temporal: TemporalDep,
+                      body: DeploymentControl | None = None) -> DeploymentControlPublic:
+    return _control("resume", deployment_id, body, caller, session, temporal)
 
 
 @router.get("/{deployment_id}/events", response_model=DeploymentEventsPublic)
-def deployment_events(deployment_id: int, caller: CurrentCaller, session: SessionDep) -> DeploymentEventsPublic:
+def list_deployment_events(deployment_id: int, caller: CurrentCaller, session: SessionDep) -> DeploymentEventsPublic:
     row = _deployment(session, caller.account_id, deployment_id)
     events = list(session.scalars(select(SwarmEvent).where(SwarmEvent.deployment_id == row.id,
                                                            SwarmEvent.account_id == caller.account_id)
@@ -259,9 +264,10 @@ def deployment_events(deployment_id: int, caller: CurrentCaller, session: Sessio
     return DeploymentEventsPublic(data=data, count=len(data))
 
 
-@router.post("/{deployment_id}/rollback", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic)
-async def rollback(deployment_id: int, body: RollbackRequest, caller: WriterCaller, session: SessionDep,
-                   settings: SettingsDep, temporal: TemporalDep) -> DeploymentPublic:
+@router.post("/{deployment_id}/rollback", status_code=status.HTTP_201_CREATED, response_model=DeploymentPublic,
+             responses=ENGINE_RESPONSES)
+def rollback_deployment(deployment_id: int, body: RollbackRequest, caller: WriterCaller, session: SessionDep,
+                        settings: SettingsDep, temporal: TemporalDep) -> DeploymentPublic:
     """A rolling update of the deployment's service to any stored revision (a new deployment)."""
     source = _deployment(session, caller.account_id, deployment_id)
     problems = rollout_problems("rolling", None, None, body.rolling)
@@ -274,7 +280,7 @@ async def rollback(deployment_id: int, body: RollbackRequest, caller: WriterCall
         raise errors.field_error(["revision_number"], f"{source.service_name} has no revision {body.revision_number}")
     cluster = _cluster(session, caller.account_id, source.cluster_id)
     owner = caller.account_id if engine_shared(session, settings, caller.account_id, cluster.endpoint) else None
-    await asyncio.to_thread(_check_on_cluster, cluster, settings, source.service_name, None, owner)
+    _check_on_cluster(cluster, settings, source.service_name, None, owner)
     _refuse_concurrent(session, cluster.id, source.service_name)
     config: dict[str, Any] = {"image": revision.image, "strategy": "rolling", "steps": [], "env": {},
                               "rollback_to": revision.number, "rollback_from_deployment": source.id}
@@ -287,5 +293,5 @@ async def rollback(deployment_id: int, body: RollbackRequest, caller: WriterCall
     session.flush()
     row.workflow_id = rollout_workflow_id(row.id)
     session.commit()
-    await _start(temporal, settings, row)
+    _start(temporal, row)
     return _public(session, row)

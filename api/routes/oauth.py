@@ -22,18 +22,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.git_providers import ProviderError, ProviderUser, RateLimited, client_for, oauth
+from adapters.git_providers import ProviderError, ProviderUser, RateLimited, oauth
+from api import errors
 from api.deps import SessionDep, SettingsDep, WriterCaller
-from api.routes.providers import _credential_public, _explain, _owned, _private_address
-from api.schemas import GitProviderCredentialPublic, ProviderName
+from api.provider_schemas import (
+    GitProviderCredentialPublic,
+    ProviderName,
+)
+from api.provider_views import (
+    credential_public,
+    current_user,
+    explain,
+    owned_provider,
+    private_address_refusal,
+)
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential, OAuthState
+from domain.errors import Conflict, UpstreamFailed
 from settings import Settings
 
 router = APIRouter(prefix="/providers", tags=["providers"])
@@ -66,6 +76,7 @@ def _bad_request(message: str) -> HTTPException:
 
 @router.get(
     "/{provider_id}/oauth/authorize",
+    summary="Start connecting a provider with OAuth",
     status_code=status.HTTP_302_FOUND,
     response_class=RedirectResponse,
     responses={
@@ -74,16 +85,17 @@ def _bad_request(message: str) -> HTTPException:
         409: {"description": "the provider has no OAuth application (oauth_client_id / oauth_client_secret)"},
     },
 )
-def authorize(provider_id: int, request: Request, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
-              credential_name: Annotated[ProviderName, Query(description="the credential to create or replace")]
-              = "oauth") -> Any:
+def authorize_provider_oauth(provider_id: int, request: Request, session: SessionDep, caller: WriterCaller,
+                             settings: SettingsDep,
+                             credential_name: Annotated[ProviderName, Query(
+                                 description="the credential to create or replace")] = "oauth") -> Any:
     """Start connecting the provider with OAuth: answers 302 to the provider's authorize URL (or
     200 with ``authorize_url`` for ``Accept: application/json``). The link works once, for 10 minutes."""
-    provider = _owned(session, caller, provider_id)
+    provider = owned_provider(session, caller, provider_id)
     try:
         app = oauth.oauth_app(provider, _box(settings))
     except oauth.OAuthNotConfigured as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+        raise Conflict(str(exc)) from None
     state = secrets.token_urlsafe(32)
     now = datetime.now(UTC)
     redirect_uri = callback_url(settings)
@@ -138,7 +150,7 @@ def _consume(session: Session, settings: Settings, state: str) -> _Grant:
     provider = session.scalar(select(GitProvider).where(GitProvider.id == row.provider_id,
                                                         GitProvider.account_id == row.account_id))
     if provider is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "provider not found")
+        raise errors.not_found("provider")
     try:
         app: oauth.OAuthApp | None = oauth.oauth_app(provider, _box(settings))
     except oauth.OAuthNotConfigured:
@@ -173,16 +185,7 @@ def _store(session: Session, settings: Settings, grant: _Grant, tokens: oauth.To
             session.rollback()
             continue
         return row.id
-    raise HTTPException(status.HTTP_409_CONFLICT, f"a credential named {grant.credential_name!r} is being "
-                                                  "created concurrently; try again")
-
-
-def _probe(grant: _Grant, token: str) -> ProviderUser:
-    client = client_for(grant.provider_type, grant.base_url, token)
-    try:
-        return client.current_user()
-    finally:
-        client.close()
+    raise Conflict(f"a credential named {grant.credential_name!r} is being created concurrently; try again")
 
 
 def _record_user(session: Session, credential_id: int, user: ProviderUser | None, error: str | None) -> None:
@@ -202,57 +205,58 @@ def _record_user(session: Session, credential_id: int, user: ProviderUser | None
 def _credential(session: Session, credential_id: int) -> GitProviderCredentialPublic:
     row = session.get(GitProviderCredential, credential_id)
     assert row is not None
-    return _credential_public(row)
+    return credential_public(row)
 
 
 @router.get(
     "/oauth/callback",
+    summary="Finish connecting a provider with OAuth (the provider's redirect)",
     response_model=GitProviderCredentialPublic,
-    responses={400: {"description": "unknown, used or expired state; the provider's error; the code refused"}},
+    responses={400: {"description": "unknown, used or expired state; the provider's error; the code refused"},
+               502: {"description": "the provider's token endpoint failed or rate-limited the request"}},
 )
-async def callback(session: SessionDep, settings: SettingsDep, state: str | None = None, code: str | None = None,
-                   error: str | None = None) -> GitProviderCredentialPublic:
+def complete_provider_oauth(session: SessionDep, settings: SettingsDep, state: str | None = None,
+                            code: str | None = None, error: str | None = None) -> GitProviderCredentialPublic:
     """Where the provider sends the browser back. No bearer token: the single-use ``state`` says
     which account, provider and credential this is. Answers the stored credential (never its token)."""
     if not state or len(state) > 512:
         raise _bad_request("missing or malformed OAuth state")
-    grant = await run_in_threadpool(_consume, session, settings, state)
+    grant = _consume(session, settings, state)
     if error is not None:
         name = error if _ERROR_NAME.match(error) else "invalid_error"
         raise _bad_request(f"the provider answered error={name}: nothing was stored")
     if not code or len(code) > 2048:
         raise _bad_request("the provider sent no authorization code: nothing was stored")
     if grant.app is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"provider {grant.provider_id} no longer has an OAuth "
-                            "application (oauth_client_id and oauth_client_secret)")
+        raise Conflict(f"provider {grant.provider_id} no longer has an OAuth "
+                       "application (oauth_client_id and oauth_client_secret)")
     if not settings.private_targets_allowed:
-        refusal = await _private_address(grant.app.token_endpoint)
+        refusal = private_address_refusal(grant.app.token_endpoint)
         if refusal is not None:
             raise _bad_request(refusal.replace("the base URL's host", "the OAuth token endpoint's host"))
     try:
-        tokens = await run_in_threadpool(oauth.exchange_code, grant.app, code, grant.redirect_uri)
+        tokens = oauth.exchange_code(grant.app, code, grant.redirect_uri)
     except oauth.OAuthGrantError as exc:
         raise _bad_request(f"the provider refused the authorization code ({exc.error_code}): nothing was "
                            "stored; start again") from None
     except RateLimited:
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the provider rate-limited the token request; "
-                            "start again later") from None
+        raise UpstreamFailed("the provider rate-limited the token request; start again later") from None
     except ProviderError as exc:
-        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"the provider's token endpoint failed: {_explain(exc)}; "
-                            "nothing was stored") from None
-    credential_id = await run_in_threadpool(_store, session, settings, grant, tokens)
+        raise UpstreamFailed(f"the provider's token endpoint failed: {explain(exc)}; "
+                             "nothing was stored") from None
+    credential_id = _store(session, settings, grant, tokens)
 
     # Who the token belongs to: useful, not essential; a failure leaves the credential in place.
     user, problem = None, None
     refusal = None
     if grant.base_url and not settings.private_targets_allowed:
-        refusal = await _private_address(grant.base_url)
+        refusal = private_address_refusal(grant.base_url)
     if refusal is not None:
         problem = refusal
     else:
         try:
-            user = await run_in_threadpool(_probe, grant, tokens.access_token)
+            user = current_user(grant.provider_type, grant.base_url, tokens.access_token)
         except Exception as exc:  # noqa: BLE001 - explained without its text; the credential stays
-            problem = _explain(exc)
-    await run_in_threadpool(_record_user, session, credential_id, user, problem)
-    return await run_in_threadpool(_credential, session, credential_id)
+            problem = explain(exc)
+    _record_user(session, credential_id, user, problem)
+    return _credential(session, credential_id)

@@ -3,31 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from typing import Annotated, Any
 
-from anyio import from_thread
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import object_session
 from temporalio.service import RPCError, RPCStatusCode
 
 from adapters.temporal import TemporalGateway
 from api import errors, idempotency
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
+from api.run_views import reconcile_rows, run_public, start_and_describe
 from api.schemas import (
-    ApprovalDecisionPublic,
     PipelineRunPublic,
     PipelineRunsPublic,
     RunLogsPublic,
-    StepApprovalPublic,
-    StepAttemptPublic,
-    StepExecutionPublic,
     StepLogPublic,
 )
-from db.models import ApprovalDecision, PipelineRun, RunEvent, StepApprovalToken, StepExecution, StepLogChunk
+from db.models import PipelineRun, StepLogChunk
 from domain.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
 from services import runs as services
 
@@ -35,70 +28,6 @@ router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
 
 MAX_WAIT_SECONDS = 60
 QUEUED_POLL_SECONDS = 0.25
-
-
-def _approvals(run: PipelineRun) -> tuple[list[ApprovalDecisionPublic], dict[str, StepApprovalPublic]]:
-    """Decisions of the run, and the gates its steps have (had), from the database."""
-    session = object_session(run)
-    gated = any(s.get("requires_approval") or s.get("requires_trust") or s.get("type") == "code_factory_gate"
-                for s in run.pipeline_snapshot.get("steps", []))
-    if session is None or not gated:
-        return [], {}
-    decisions = [
-        ApprovalDecisionPublic(step_id=d.step_id, attempt=d.attempt, decision=d.decision, decided_by=d.decided_by,
-                               comment=d.comment, created_at=d.created_at)
-        for d in session.scalars(select(ApprovalDecision).where(ApprovalDecision.run_id == run.id)
-                                 .order_by(ApprovalDecision.id))
-    ]
-    tokens = session.scalars(select(StepApprovalToken).where(StepApprovalToken.run_id == run.id)).all()
-    gates: dict[str, StepApprovalPublic] = {}
-    required = {s["id"]: int((s.get("approval") or {}).get("min_approvals", 1))
-                for s in run.pipeline_snapshot.get("steps", [])}
-    for token in tokens:
-        gate = gates.setdefault(token.step_id, StepApprovalPublic(
-            recipients=[], expires_at=token.expires_at, required=required.get(token.step_id, 1),
-            decisions=[d for d in decisions if d.step_id == token.step_id]))
-        gate.recipients.append(token.recipient)
-    return decisions, gates
-
-
-def _steps_public(run: PipelineRun, gates: dict[str, StepApprovalPublic]) -> list[StepExecutionPublic]:
-    by_step: dict[str, list[StepExecution]] = defaultdict(list)
-    for row in run.steps:
-        by_step[row.step_id].append(row)
-    result = []
-    for position, step in enumerate(run.pipeline_snapshot.get("steps", [])):
-        rows = sorted(by_step.get(step["id"], []), key=lambda r: r.attempt)
-        latest = rows[-1] if rows else None
-        result.append(StepExecutionPublic(
-            step_id=step["id"], name=step.get("name") or step["id"], type=step["type"], position=position,
-            status=latest.status if latest else "pending", attempts=len(rows),
-            outputs=latest.outputs if latest else {}, error=latest.error if latest else None,
-            started_at=rows[0].started_at if rows else None, finished_at=latest.finished_at if latest else None,
-            reused_from_run_id=latest.reused_from_run_id if latest else None,
-            history=[StepAttemptPublic(attempt=r.attempt, status=r.status, outputs=r.outputs, error=r.error,
-                                       started_at=r.started_at, finished_at=r.finished_at) for r in rows],
-            approval=gates.get(step["id"]),
-        ))
-    return result
-
-
-def run_public(run: PipelineRun, temporal: TemporalGateway, *, with_steps: bool = True) -> PipelineRunPublic:
-    duration = None
-    if run.started_at and run.finished_at:
-        duration = (run.finished_at - run.started_at).total_seconds()
-    public = PipelineRunPublic(
-        id=run.id, pipeline_id=run.pipeline_id, run_number=run.run_number, status=run.status,
-        trigger_type=run.trigger_type, trigger_context=run.trigger_context, inputs=run.inputs, outputs=run.outputs,
-        error=run.error, workflow_id=run.workflow_id, temporal_ui_url=temporal.ui_url(run.workflow_id),
-        retry_of_run_id=run.retry_of_run_id, from_step=run.from_step, created_at=run.created_at,
-        started_at=run.started_at, finished_at=run.finished_at, duration_seconds=duration,
-        steps=None,
-    )
-    if with_steps:
-        public.approvals, gates = _approvals(run)
-        public.steps = _steps_public(run, gates)
-    return public
 
 
 @router.get("", response_model=PipelineRunsPublic)
@@ -131,7 +60,7 @@ def list_runs(
     rows = session.scalars(query.order_by(PipelineRun.id.desc()).limit(limit + 1)).all()
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
     page = list(rows[:limit])
-    _reconcile_rows(session, temporal, page)
+    reconcile_rows(session, temporal, page)
     return PipelineRunsPublic(data=[run_public(r, temporal, with_steps=False) for r in page],
                               count=count, next_cursor=next_cursor)
 
@@ -157,7 +86,7 @@ async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run
     (it starts when its turn comes), so its row is watched until then."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    handle = (await temporal.client()).get_workflow_handle(workflow_id)
+    handle = await temporal.handle(workflow_id)
     while (remaining := deadline - loop.time()) > 0:
         try:
             await asyncio.wait_for(handle.result(follow_runs=True), remaining)
@@ -178,38 +107,8 @@ async def _wait_for_run(session, temporal: TemporalGateway, account_id: int, run
 def _fresh_run_public(session, temporal: TemporalGateway, account_id: int, run_id: int) -> PipelineRunPublic:
     session.expire_all()
     run = services.get_run(session, account_id, run_id)
-    _reconcile_rows(session, temporal, [run])
+    reconcile_rows(session, temporal, [run])
     return run_public(run, temporal)
-
-
-def _reconcile_rows(session, temporal: TemporalGateway, runs: list[PipelineRun]) -> None:
-    """Correct rows still shown unfinished whose workflow Temporal has closed (terminated from
-    its UI, say), so no answer contradicts Temporal. A Temporal hiccup leaves the rows as they are."""
-    candidates = [r for r in runs if r.status not in FINISHED_RUN_STATUSES and r.status != "queued"]
-    if not candidates:
-        return
-
-    async def check() -> list[Any]:
-        return await asyncio.gather(*(services.reconcile_with_temporal(temporal, r) for r in candidates),
-                                    return_exceptions=True)
-
-    changed = False
-    for run, changes in zip(candidates, from_thread.run(check), strict=True):
-        if not isinstance(changes, dict) or not changes:
-            continue
-        for key, value in changes.items():
-            setattr(run, key, value)
-        session.add(RunEvent(account_id=run.account_id, run_id=run.id, pipeline_id=run.pipeline_id,
-                             event_type="run_completed", dedupe_key="api-reconciled",
-                             payload={"run_id": run.id, "status": run.status, "error": run.error}))
-        changed = True
-    if changed:
-        try:
-            session.commit()
-        except IntegrityError:  # another request reconciled the same run first, to the same answer
-            session.rollback()
-            for run in candidates:
-                session.refresh(run)
 
 
 @router.post("/{run_id}/cancel", response_model=PipelineRunPublic, status_code=status.HTTP_202_ACCEPTED)
@@ -219,7 +118,7 @@ def cancel_run(run_id: int, session: SessionDep, caller: WriterCaller, temporal:
     run = services.get_run(session, caller.account_id, run_id)
     if run.status in FINISHED_RUN_STATUSES:
         raise errors.conflict(f"run {run.id} already finished with status {run.status}")
-    accepted = from_thread.run(services.cancel_run_workflow, temporal, run)
+    accepted = temporal.call(services.cancel_run_workflow, temporal, run)
     if not accepted and run.workflow_started_at is None:
         # Never started (the API died before starting it): nothing in Temporal to cancel, the row
         # itself is the run. False: the outbox reconciler started it meanwhile, so cancel that.
@@ -230,7 +129,7 @@ def cancel_run(run_id: int, session: SessionDep, caller: WriterCaller, temporal:
             session.rollback()
             session.expire_all()
             run = services.get_run(session, caller.account_id, run_id)
-            accepted = from_thread.run(services.cancel_run_workflow, temporal, run)
+            accepted = temporal.call(services.cancel_run_workflow, temporal, run)
             if not accepted and run.status in FINISHED_RUN_STATUSES:
                 raise errors.conflict(f"run {run.id} already finished with status {run.status}")
     if not accepted:
@@ -249,8 +148,6 @@ def retry_run(
     with ``from_step`` the steps before it are not run again: their outcome and outputs are
     taken from this run. With an ``Idempotency-Key`` the same retry again within 24 h answers
     the first new run, never a second one."""
-    from api.routes.pipelines import start_and_describe
-
     original = services.get_run(session, caller.account_id, run_id)
     if original.status not in FINISHED_RUN_STATUSES:
         detail = f"run {original.id} is still {original.status}; retry it when it has finished"
@@ -285,11 +182,11 @@ def retry_run(
 
 @router.get("/{run_id}/logs", response_model=RunLogsPublic,
             responses={200: {"content": {"text/plain": {}}}})
-def run_logs(
-    run_id: int, session: SessionDep, caller: CurrentCaller,
-    step_id: str | None = None,
-    format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
-) -> Any:
+def show_run_logs(
+                  run_id: int, session: SessionDep, caller: CurrentCaller,
+                  step_id: str | None = None,
+                  format: Annotated[str, Query(pattern="^(json|text)$")] = "json",
+                  ) -> Any:
     """Every step's log, in the order it was written; secrets are masked when written."""
     run = services.get_run(session, caller.account_id, run_id)
     query = select(StepLogChunk).where(StepLogChunk.run_id == run.id)
@@ -306,4 +203,3 @@ def run_logs(
     )
 
 
-__all__ = ["router", "run_public", "HTTPException"]

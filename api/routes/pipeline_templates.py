@@ -14,9 +14,11 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.routes.pipelines import _validate, pipeline_public
+from api.pipeline_views import pipeline_public, validated
 from api.schemas import (
     PipelinePublic,
+)
+from api.template_schemas import (
     TemplateCreate,
     TemplateInstallRequest,
     TemplatePublic,
@@ -92,10 +94,10 @@ def page(session: Session, account_id: int, query: Select, limit: int, offset: i
 
 
 @router.get("", response_model=TemplatesPublic)
-def list_templates(session: SessionDep, caller: CurrentCaller,
-                   status_: Annotated[templates.TemplateStatus | None, Query(alias="status")] = None,
-                   category: TemplateCategory | None = None, difficulty: TemplateDifficulty | None = None,
-                   limit: Limit = 100, offset: Offset = 0) -> TemplatesPublic:
+def list_pipeline_templates(session: SessionDep, caller: CurrentCaller,
+                            status_: Annotated[templates.TemplateStatus | None, Query(alias="status")] = None,
+                            category: TemplateCategory | None = None, difficulty: TemplateDifficulty | None = None,
+                            limit: Limit = 100, offset: Offset = 0) -> TemplatesPublic:
     """The caller's account's own templates, in every state."""
     query = select(PipelineTemplate).where(PipelineTemplate.account_id == caller.account_id)
     for column, value in ((PipelineTemplate.status, status_), (PipelineTemplate.category, category),
@@ -106,10 +108,10 @@ def list_templates(session: SessionDep, caller: CurrentCaller,
 
 
 @router.get("/marketplace", response_model=TemplatesPublic)
-def marketplace(session: SessionDep, caller: CurrentCaller,
-                q: Annotated[str | None, Query(max_length=200, description="search in name and description")] = None,
-                category: TemplateCategory | None = None, difficulty: TemplateDifficulty | None = None,
-                sort: MarketplaceSort = "rating", limit: Limit = 100, offset: Offset = 0) -> TemplatesPublic:
+def browse_template_marketplace(session: SessionDep, caller: CurrentCaller,
+                                q: Annotated[str | None, Query(max_length=200, description="search in name and description")] = None,
+                                category: TemplateCategory | None = None, difficulty: TemplateDifficulty | None = None,
+                                sort: MarketplaceSort = "rating", limit: Limit = 100, offset: Offset = 0) -> TemplatesPublic:
     """Public published templates of every account (the caller's own included). ``rating``:
     highest average first; ``installs``: most installed first; ``newest``: latest created first."""
     query = templates.marketplace_query(q=q, category=category, difficulty=difficulty, sort=sort)
@@ -117,12 +119,12 @@ def marketplace(session: SessionDep, caller: CurrentCaller,
 
 
 @router.post("", response_model=TemplatePublic, status_code=status.HTTP_201_CREATED)
-def create_template(session: SessionDep, caller: WriterCaller, settings: SettingsDep,
-                    body: TemplateCreate) -> TemplatePublic:
+def create_pipeline_template(session: SessionDep, caller: WriterCaller, settings: SettingsDep,
+                             body: TemplateCreate) -> TemplatePublic:
     """A draft template, private until ``is_public`` and published; optionally with its first version."""
     document = None
     if body.initial_version is not None:
-        _validate(body.initial_version.document, ("body", "initial_version", "document"), settings=settings)
+        validated(body.initial_version.document, ("body", "initial_version", "document"), settings=settings)
         document = body.initial_version.document
     slug = body.slug or slugify(body.name)
     if templates.template_slug_taken(session, caller.account_id, slug):
@@ -141,14 +143,14 @@ def create_template(session: SessionDep, caller: WriterCaller, settings: Setting
 
 
 @router.get("/{template_id}", response_model=TemplatePublic)
-def show_template(template_id: int, session: SessionDep, caller: CurrentCaller) -> TemplatePublic:
+def show_pipeline_template(template_id: int, session: SessionDep, caller: CurrentCaller) -> TemplatePublic:
     """The template with the versions the caller may see (newest first, with documents)."""
     return detail(session, caller.account_id, templates.visible_template(session, caller.account_id, template_id))
 
 
 @router.patch("/{template_id}", response_model=TemplatePublic)
-def update_template(template_id: int, session: SessionDep, caller: WriterCaller,
-                    body: TemplateUpdate) -> TemplatePublic:
+def update_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller,
+                             body: TemplateUpdate) -> TemplatePublic:
     """Change metadata (name, slug, description, category, difficulty, is_public); the status
     changes only through publish and archive, documents only through versions."""
     template = templates.owned_template(session, caller.account_id, template_id)
@@ -164,7 +166,7 @@ def update_template(template_id: int, session: SessionDep, caller: WriterCaller,
 
 
 @router.delete("/{template_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_template(template_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+def delete_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller) -> Response:
     """Delete the template with its versions and ratings; pipelines installed from it stay."""
     template = templates.owned_template(session, caller.account_id, template_id)
     session.execute(delete(PipelineTemplate).where(PipelineTemplate.id == template.id))
@@ -173,11 +175,11 @@ def delete_template(template_id: int, session: SessionDep, caller: WriterCaller)
 
 
 @router.post("/{template_id}/versions", response_model=TemplateVersionPublic, status_code=status.HTTP_201_CREATED)
-def create_version(template_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
-                   body: TemplateVersionCreate) -> TemplateVersionPublic:
+def create_template_version(template_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
+                            body: TemplateVersionCreate) -> TemplateVersionPublic:
     """A new draft version, higher than every existing one; its document is validated like a pipeline's."""
     template = templates.owned_template(session, caller.account_id, template_id)
-    _validate(body.document, ("body", "document"), settings=settings)
+    validated(body.document, ("body", "document"), settings=settings)
     with templates.refuse_duplicate(session, templates.version_clash(body.version)):
         row = templates.add_version(session, template, body.version, body.document, body.changelog)
         session.commit()
@@ -185,18 +187,18 @@ def create_version(template_id: int, session: SessionDep, caller: WriterCaller, 
 
 
 @router.get("/{template_id}/versions/{version}", response_model=TemplateVersionPublic)
-def show_version(template_id: int, version: str, session: SessionDep, caller: CurrentCaller) -> TemplateVersionPublic:
+def show_template_version(template_id: int, version: str, session: SessionDep, caller: CurrentCaller) -> TemplateVersionPublic:
     template = templates.visible_template(session, caller.account_id, template_id)
     return version_public(templates.find_version(session, template, caller.account_id, version))
 
 
 @router.put("/{template_id}/versions/{version}", response_model=TemplateVersionPublic)
-def replace_version(template_id: int, version: str, session: SessionDep, caller: WriterCaller,
-                    settings: SettingsDep, body: TemplateVersionUpdate) -> TemplateVersionPublic:
+def replace_template_version(template_id: int, version: str, session: SessionDep, caller: WriterCaller,
+                             settings: SettingsDep, body: TemplateVersionUpdate) -> TemplateVersionPublic:
     """Replace a draft version's document and changelog; a published version answers 409."""
     template = templates.owned_template(session, caller.account_id, template_id)
     row = templates.find_version(session, template, caller.account_id, version)
-    _validate(body.document, ("body", "document"), settings=settings)
+    validated(body.document, ("body", "document"), settings=settings)
     templates.update_version(session, template, row, body.document, body.changelog)
     session.commit()
     session.refresh(row)
@@ -204,8 +206,8 @@ def replace_version(template_id: int, version: str, session: SessionDep, caller:
 
 
 @router.post("/{template_id}/publish", response_model=TemplatePublic)
-def publish_template(template_id: int, session: SessionDep, caller: WriterCaller,
-                     body: TemplatePublishRequest | None = None) -> TemplatePublic:
+def publish_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller,
+                              body: TemplatePublishRequest | None = None) -> TemplatePublic:
     """Publish the template and one version (default: the highest), which becomes immutable."""
     template = templates.owned_template(session, caller.account_id, template_id)
     templates.publish(session, template, (body or TemplatePublishRequest()).version)
@@ -214,7 +216,7 @@ def publish_template(template_id: int, session: SessionDep, caller: WriterCaller
 
 
 @router.post("/{template_id}/archive", response_model=TemplatePublic)
-def archive_template(template_id: int, session: SessionDep, caller: WriterCaller) -> TemplatePublic:
+def archive_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller) -> TemplatePublic:
     """Take the template out of the marketplace; nobody can install it until it is published again."""
     template = templates.owned_template(session, caller.account_id, template_id)
     template.status = "archived"
@@ -223,8 +225,8 @@ def archive_template(template_id: int, session: SessionDep, caller: WriterCaller
 
 
 @router.post("/{template_id}/install", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED)
-def install_template(template_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                     settings: SettingsDep, body: TemplateInstallRequest | None = None) -> PipelinePublic:
+def install_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                              settings: SettingsDep, body: TemplateInstallRequest | None = None) -> PipelinePublic:
     """Create a pipeline in the caller's account from a version (default: the highest
     published one), exactly as ``POST /pipelines`` would (a ``triggers.schedule`` gets its
     schedule). A slug already used by a pipeline of the account answers 409."""
@@ -240,8 +242,8 @@ def install_template(template_id: int, session: SessionDep, caller: WriterCaller
 
 
 @router.post("/{template_id}/rate", response_model=TemplatePublic)
-def rate_template(template_id: int, session: SessionDep, caller: WriterCaller,
-                  body: TemplateRatingCreate) -> TemplatePublic:
+def rate_pipeline_template(template_id: int, session: SessionDep, caller: WriterCaller,
+                           body: TemplateRatingCreate) -> TemplatePublic:
     """Rate 1..5 with an optional review; rating again replaces the account's earlier rating.
     Rating your own template is refused (409)."""
     template = templates.visible_template(session, caller.account_id, template_id, for_update=True)
@@ -252,8 +254,8 @@ def rate_template(template_id: int, session: SessionDep, caller: WriterCaller,
 
 
 @router.get("/{template_id}/ratings", response_model=TemplateRatingsPublic)
-def list_ratings(template_id: int, session: SessionDep, caller: CurrentCaller,
-                 limit: Limit = 100, offset: Offset = 0) -> TemplateRatingsPublic:
+def list_template_ratings(template_id: int, session: SessionDep, caller: CurrentCaller,
+                          limit: Limit = 100, offset: Offset = 0) -> TemplateRatingsPublic:
     """The template's ratings, most recently changed first (raters stay anonymous)."""
     template = templates.visible_template(session, caller.account_id, template_id)
     query = select(PipelineTemplateRating).where(PipelineTemplateRating.template_id == template.id)

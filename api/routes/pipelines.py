@@ -7,34 +7,30 @@ from typing import Annotated, Any, Literal
 
 from anyio import from_thread
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api import errors, idempotency, safe_parse
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.routes.pipeline_runs import run_public
+from api.pipeline_views import pipeline_public, validated
+from api.run_views import run_public, start_and_describe
 from api.schemas import (
     CloneRequest,
     PipelinePublic,
     PipelineRunPublic,
     PipelinesPublic,
-    PipelineStepPublic,
     TriggerRequest,
 )
 from db.models import Pipeline, PipelineRun
 from domain.pipeline_document import (
-    ExecutorRules,
     PipelineDocument,
     dump_yaml,
     normalized,
     parse_yaml,
-    validate_document,
 )
 from domain.step_types import FINISHED_RUN_STATUSES
 from services import runs as services
 from services import schedules as schedule_service
-from settings import Settings
 
 router = APIRouter(prefix="/pipelines", tags=["pipelines"])
 
@@ -53,37 +49,6 @@ EXAMPLE_DOCUMENT = {
          "with": {"command": 'test "$R" = hello', "env": {"R": "${{ steps.hello.outputs.result }}"}}},
     ],
 }
-
-
-def pipeline_public(pipeline: Pipeline) -> PipelinePublic:
-    return PipelinePublic(
-        id=pipeline.id, name=pipeline.name, slug=pipeline.slug, description=pipeline.description,
-        pipeline_type=pipeline.pipeline_type, triggers=pipeline.triggers, is_system=pipeline.is_system,
-        allow_concurrent=pipeline.allow_concurrent, timeout_minutes=pipeline.timeout_minutes,
-        runner_labels=list(pipeline.runner_labels), features=pipeline.features, inputs=pipeline.inputs,
-        env=pipeline.env, is_active=pipeline.is_active, last_run_number=pipeline.last_run_number,
-        template_version_id=pipeline.template_version_id,
-        created_at=pipeline.created_at, updated_at=pipeline.updated_at,
-        steps=[
-            PipelineStepPublic(
-                id=s.step_id, name=s.name, type=s.step_type, position=s.position, with_=s.inputs, if_=s.condition,
-                continue_on_error=s.continue_on_error, timeout_minutes=s.timeout_minutes, retry=s.retry,
-                requires_approval=s.requires_approval, approval=s.approval, requires_trust=s.requires_trust,
-            )
-            for s in pipeline.steps
-        ],
-    )
-
-
-def _validate(data: Any, prefix: tuple[Any, ...] = ("body",), *, settings: Settings) -> PipelineDocument:
-    """Validate a document being saved, under the installation's executor rules."""
-    if not isinstance(data, dict):
-        raise errors.unprocessable([{"loc": list(prefix), "type": "document_type",
-                                     "msg": "the pipeline document must be a mapping (name, steps, ...)"}])
-    try:
-        return validate_document(data, ExecutorRules.from_settings(settings))
-    except ValidationError as exc:
-        raise errors.from_validation_error(exc, prefix) from None
 
 
 def _editable(session: SessionDep, caller: CurrentCaller, pipeline_id: int) -> Pipeline:
@@ -113,7 +78,7 @@ def list_pipelines(session: SessionDep, caller: CurrentCaller,
 def create_pipeline(session: SessionDep, caller: WriterCaller, temporal: TemporalDep, settings: SettingsDep,
                     document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Create a pipeline from its document (JSON). Everything is validated before saving."""
-    pipeline = services.apply_document(session, caller.account_id, _validate(document, settings=settings))
+    pipeline = services.apply_document(session, caller.account_id, validated(document, settings=settings))
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -125,27 +90,29 @@ def create_pipeline(session: SessionDep, caller: WriterCaller, temporal: Tempora
         "application/yaml": {"schema": {"type": "string"}, "example": dump_yaml(EXAMPLE_DOCUMENT)},
         "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
     }, "required": True}},
+    responses={413: {"description": "the document is too large or too deep (api.safe_parse limits)"},
+               415: {"description": "neither YAML nor JSON"}},
 )
-async def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                          settings: SettingsDep) -> PipelinePublic:
+def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                    settings: SettingsDep) -> PipelinePublic:
     """Create a pipeline from a YAML (``Content-Type: application/yaml``) or JSON document."""
-    raw = await request.body()
+    raw = from_thread.run(request.body)  # the body is read on the event loop
     content_type = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise errors.unprocessable([{"loc": ["body"], "type": "encoding", "msg": "the document must be UTF-8"}]) from None
-    # Bounded parsers (api.safe_parse), off the event loop: a refused document (alias bomb, too
+    # Bounded parsers (api.safe_parse), in this worker thread: a refused document (alias bomb, too
     # deep, too big, NUL, 64-bit overflow) raises DocumentRefused, answered 413/422 by its handler.
     if content_type in ("application/json", "text/json"):
         try:
-            data = await run_in_threadpool(safe_parse.loads_json, text)
+            data = safe_parse.loads_json(text)
         except json.JSONDecodeError as exc:
             raise errors.unprocessable([{"loc": ["body"], "type": "json_invalid",
                                          "msg": f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"}]) from None
     elif content_type in ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"):
         try:
-            data = await run_in_threadpool(parse_yaml, text)
+            data = parse_yaml(text)
         except safe_parse.DocumentRefused:
             raise
         except ValueError as exc:
@@ -153,15 +120,11 @@ async def import_pipeline(request: Request, session: SessionDep, caller: WriterC
     else:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             "send the document as application/yaml or application/json")
-    document = _validate(data, settings=settings)
-
-    def save() -> PipelinePublic:
-        pipeline = services.apply_document(session, caller.account_id, document)
-        schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
-        session.commit()
-        return pipeline_public(pipeline)
-
-    return await run_in_threadpool(save)
+    document = validated(data, settings=settings)
+    pipeline = services.apply_document(session, caller.account_id, document)
+    schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
+    session.commit()
+    return pipeline_public(pipeline)
 
 
 @router.get("/{pipeline_id}", response_model=PipelinePublic)
@@ -175,7 +138,7 @@ def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller
                      document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
     """Replace the whole definition with a new document."""
     pipeline = _editable(session, caller, pipeline_id)
-    services.apply_document(session, caller.account_id, _validate(document, settings=settings), pipeline)
+    services.apply_document(session, caller.account_id, validated(document, settings=settings), pipeline)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -189,7 +152,7 @@ def update_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller,
     ``steps``); the result is validated as a whole."""
     pipeline = _editable(session, caller, pipeline_id)
     merged = {**services.export_document(pipeline), **changes}
-    services.apply_document(session, caller.account_id, _validate(merged, settings=settings), pipeline)
+    services.apply_document(session, caller.account_id, validated(merged, settings=settings), pipeline)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -244,7 +207,7 @@ def clone_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, 
             n += 1
             slug = f"{base}-{n}"
     document["slug"] = slug
-    pipeline = services.apply_document(session, caller.account_id, _validate(document, settings=settings))
+    pipeline = services.apply_document(session, caller.account_id, validated(document, settings=settings))
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
@@ -281,24 +244,3 @@ def trigger_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller
     session.commit()
     return start_and_describe(session, temporal, settings, run)
 
-
-def start_and_describe(session: SessionDep, temporal: TemporalDep, settings: SettingsDep, run,
-                       reused_steps: dict[str, Any] | None = None) -> PipelineRunPublic:
-    """Start the run's workflow from a sync route (the client lives on the event loop)."""
-    inp = services.workflow_input(run, settings, reused_steps)
-    try:
-        from_thread.run(services.start_run_workflow, temporal, settings, run, inp)
-    except Exception as exc:  # Temporal unreachable or refusing: say so, keep the row honest
-        if services.mark_start_failed(session, run, exc):  # False: the outbox reconciler started it meanwhile
-            session.commit()
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                f"run {run.id} was recorded but could not be started: Temporal is unavailable") from exc
-        session.commit()
-        return run_public(run, temporal)
-    # Out of the start outbox; should the API die before this, the reconciler starts it again (idempotent).
-    cancelled = services.mark_workflow_started(session, [run.id])
-    session.commit()
-    if cancelled:  # cancelled while we were starting it: stop what we started
-        from_thread.run(services.cancel_started_meanwhile, temporal, [run], cancelled)
-        session.refresh(run)
-    return run_public(run, temporal)

@@ -18,23 +18,12 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.git_providers import (
-    CAPABILITIES,
-    AuthError,
-    NotFound,
-    ProviderDown,
-    ProviderError,
-    ProviderUser,
-    RateLimited,
-    client_for,
-)
-from adapters.network_targets import check_host
 from api import errors
+from api.commits import commit_or_conflict
 from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
-from api.schemas import (
+from api.provider_schemas import (
     GitProviderCreate,
     GitProviderCredentialCreate,
     GitProviderCredentialPublic,
@@ -45,54 +34,24 @@ from api.schemas import (
     GitProviderTestRequest,
     GitProviderUpdate,
 )
+from api.provider_views import (
+    credential_public,
+    current_user,
+    explain,
+    owned_provider,
+    private_address_refusal,
+    provider_public,
+)
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential
-from domain.network_rules import url_host_port, worded_refusal
 
 router = APIRouter(prefix="/providers", tags=["providers"])
-
-UNREACHABLE = "the provider could not be reached"
-
-
-def _public(row: GitProvider) -> GitProviderPublic:
-    return GitProviderPublic(
-        id=row.id, name=row.name, provider_type=row.provider_type, base_url=row.base_url, is_active=row.is_active,
-        capabilities=sorted(CAPABILITIES.get(row.provider_type, ())), oauth_client_id=row.oauth_client_id,
-        oauth_base_url=row.oauth_base_url, oauth_scopes=list(row.oauth_scopes or []),
-        oauth_configured=bool(row.oauth_client_id and row.encrypted_oauth_client_secret),
-        created_at=row.created_at, updated_at=row.updated_at,
-    )
-
-
-def _credential_public(row: GitProviderCredential) -> GitProviderCredentialPublic:
-    return GitProviderCredentialPublic(
-        id=row.id, provider_id=row.provider_id, name=row.name, auth_type=row.auth_type, username=row.username,
-        scopes=list(row.scopes or []), last_tested_at=row.last_tested_at, last_test_ok=row.last_test_ok,
-        last_test_error=row.last_test_error, created_at=row.created_at, updated_at=row.updated_at,
-    )
-
-
-def _owned(session: Session, caller: Caller, provider_id: int) -> GitProvider:
-    row = session.scalar(select(GitProvider).where(GitProvider.id == provider_id,
-                                                   GitProvider.account_id == caller.account_id))
-    if row is None:
-        raise errors.not_found("provider")
-    return row
-
 
 def _name_taken(session: Session, caller: Caller, name: str, exclude_id: int | None = None) -> bool:
     query = select(GitProvider.id).where(GitProvider.account_id == caller.account_id, GitProvider.name == name)
     if exclude_id is not None:
         query = query.where(GitProvider.id != exclude_id)
     return session.scalar(query) is not None
-
-
-def _commit_or_conflict(session: Session, message: str) -> None:
-    try:
-        session.commit()
-    except IntegrityError:  # a concurrent request took the name between our check and the insert
-        session.rollback()
-        raise errors.conflict(message) from None
 
 
 # ---- providers ----------------------------------------------------------------------------
@@ -102,7 +61,7 @@ def _commit_or_conflict(session: Session, message: str) -> None:
 def list_providers(session: SessionDep, caller: CurrentCaller) -> GitProvidersPublic:
     rows = session.scalars(select(GitProvider).where(GitProvider.account_id == caller.account_id)
                            .order_by(GitProvider.name)).all()
-    return GitProvidersPublic(data=[_public(r) for r in rows], count=len(rows))
+    return GitProvidersPublic(data=[provider_public(r) for r in rows], count=len(rows))
 
 
 @router.post("", response_model=GitProviderPublic, status_code=status.HTTP_201_CREATED)
@@ -121,19 +80,19 @@ def create_provider(body: GitProviderCreate, session: SessionDep, caller: Writer
         row.encrypted_oauth_client_secret = SecretBox(settings.secret_key, settings.old_secret_keys).encrypt(
             body.oauth_client_secret)
     session.add(row)
-    _commit_or_conflict(session, f"a provider named {body.name!r} already exists")
-    return _public(row)
+    commit_or_conflict(session, f"a provider named {body.name!r} already exists")
+    return provider_public(row)
 
 
 @router.get("/{provider_id}", response_model=GitProviderPublic)
 def show_provider(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderPublic:
-    return _public(_owned(session, caller, provider_id))
+    return provider_public(owned_provider(session, caller, provider_id))
 
 
 @router.patch("/{provider_id}", response_model=GitProviderPublic)
 def update_provider(provider_id: int, body: GitProviderUpdate, session: SessionDep,
                     caller: WriterCaller, settings: SettingsDep) -> GitProviderPublic:
-    row = _owned(session, caller, provider_id)
+    row = owned_provider(session, caller, provider_id)
     changes = body.model_dump(exclude_unset=True)
     if "base_url" in changes and changes["base_url"] is None and row.provider_type == "gitea":
         raise errors.field_error(["base_url"], "a gitea provider needs its base URL", "missing")
@@ -145,14 +104,14 @@ def update_provider(provider_id: int, body: GitProviderUpdate, session: SessionD
             None if secret is None else SecretBox(settings.secret_key, settings.old_secret_keys).encrypt(secret))
     for field, value in changes.items():
         setattr(row, field, value)
-    _commit_or_conflict(session, f"a provider named {row.name!r} already exists")
-    return _public(row)
+    commit_or_conflict(session, f"a provider named {row.name!r} already exists")
+    return provider_public(row)
 
 
 @router.delete("/{provider_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_provider(provider_id: int, session: SessionDep, caller: WriterCaller) -> Response:
     """Delete a provider with its credentials."""
-    row = _owned(session, caller, provider_id)
+    row = owned_provider(session, caller, provider_id)
     session.execute(delete(GitProviderCredential).where(GitProviderCredential.provider_id == row.id))
     session.delete(row)
     session.commit()
@@ -163,19 +122,19 @@ def delete_provider(provider_id: int, session: SessionDep, caller: WriterCaller)
 
 
 @router.get("/{provider_id}/credentials", response_model=GitProviderCredentialsPublic)
-def list_credentials(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderCredentialsPublic:
-    provider = _owned(session, caller, provider_id)
+def list_provider_credentials(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderCredentialsPublic:
+    provider = owned_provider(session, caller, provider_id)
     rows = session.scalars(select(GitProviderCredential).where(GitProviderCredential.provider_id == provider.id)
                            .order_by(GitProviderCredential.id)).all()
-    return GitProviderCredentialsPublic(data=[_credential_public(r) for r in rows], count=len(rows))
+    return GitProviderCredentialsPublic(data=[credential_public(r) for r in rows], count=len(rows))
 
 
 @router.post("/{provider_id}/credentials", response_model=GitProviderCredentialPublic,
              status_code=status.HTTP_201_CREATED)
-def create_credential(provider_id: int, body: GitProviderCredentialCreate, session: SessionDep,
-                      caller: WriterCaller, settings: SettingsDep) -> GitProviderCredentialPublic:
+def create_provider_credential(provider_id: int, body: GitProviderCredentialCreate, session: SessionDep,
+                               caller: WriterCaller, settings: SettingsDep) -> GitProviderCredentialPublic:
     """Store a token, encrypted at rest; it is never returned. Test it with ``POST .../test``."""
-    provider = _owned(session, caller, provider_id)
+    provider = owned_provider(session, caller, provider_id)
     clash = select(GitProviderCredential.id).where(GitProviderCredential.provider_id == provider.id,
                                                    GitProviderCredential.name == body.name)
     if session.scalar(clash) is not None:
@@ -184,13 +143,13 @@ def create_credential(provider_id: int, body: GitProviderCredentialCreate, sessi
     row = GitProviderCredential(account_id=caller.account_id, provider_id=provider.id, name=body.name,
                                 auth_type="token", encrypted_token=box.encrypt(body.token), scopes=[])
     session.add(row)
-    _commit_or_conflict(session, f"provider {provider.id} already has a credential named {body.name!r}")
-    return _credential_public(row)
+    commit_or_conflict(session, f"provider {provider.id} already has a credential named {body.name!r}")
+    return credential_public(row)
 
 
 @router.delete("/{provider_id}/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_credential(provider_id: int, credential_id: int, session: SessionDep, caller: WriterCaller) -> Response:
-    provider = _owned(session, caller, provider_id)
+def delete_provider_credential(provider_id: int, credential_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+    provider = owned_provider(session, caller, provider_id)
     row = session.scalar(select(GitProviderCredential).where(GitProviderCredential.id == credential_id,
                                                              GitProviderCredential.provider_id == provider.id))
     if row is None:
@@ -213,7 +172,7 @@ class _Target:
 
 def _load_target(session: Session, caller: Caller, provider_id: int, credential_id: int | None,
                  box: SecretBox) -> _Target:
-    provider = _owned(session, caller, provider_id)
+    provider = owned_provider(session, caller, provider_id)
     query = select(GitProviderCredential).where(GitProviderCredential.provider_id == provider.id)
     if credential_id is not None:
         query = query.where(GitProviderCredential.id == credential_id)
@@ -230,36 +189,8 @@ def _load_target(session: Session, caller: Caller, provider_id: int, credential_
 
 
 async def _private_address(base_url: str) -> str | None:
-    """Why the test must not connect to ``base_url`` (it resolves to an internal address), or None."""
-    host, port = url_host_port(base_url)
-    check = await run_in_threadpool(check_host, host, port, what="the base URL's")
-    if check.unresolvable:
-        return f"{UNREACHABLE} (host {check.host!r} does not resolve)"
-    return worded_refusal(check, lead="the base URL's host ", allow="providers") if check.problem else None
-
-
-def _probe(target: _Target) -> ProviderUser:
-    client = client_for(target.provider_type, target.base_url, target.token)
-    try:
-        return client.current_user()
-    finally:
-        client.close()
-
-
-def _explain(exc: Exception) -> str:
-    """A user-facing reason built from the error's type and status, never from its text."""
-    if isinstance(exc, AuthError):
-        return f"the provider refused the credential ({exc.status or 401})"
-    if isinstance(exc, RateLimited):
-        wait = f"; retry after {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
-        return f"the provider rate-limited the request{wait}"
-    if isinstance(exc, ProviderDown):
-        return f"the provider is unavailable (HTTP {exc.status})" if exc.status else UNREACHABLE
-    if isinstance(exc, NotFound):
-        return "the provider answered 404: check the base URL"
-    if isinstance(exc, ProviderError):
-        return f"the provider answered an error ({exc.status})" if exc.status else "the provider answered an error"
-    return f"unexpected error talking to the provider ({type(exc).__name__})"
+    """:func:`private_address_refusal` off the event loop, for async callers."""
+    return await run_in_threadpool(private_address_refusal, base_url)
 
 
 def _mask(text: str | None, token: str) -> str | None:
@@ -280,27 +211,27 @@ def _record(session: Session, credential_id: int, result: GitProviderTestPublic)
 
 
 @router.post("/{provider_id}/test", response_model=GitProviderTestPublic)
-async def test_connection(provider_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
-                          body: GitProviderTestRequest | None = None) -> GitProviderTestPublic:
+def test_provider_connection(provider_id: int, session: SessionDep, caller: WriterCaller, settings: SettingsDep,
+                             body: GitProviderTestRequest | None = None) -> GitProviderTestPublic:
     """Ask the provider who the credential belongs to: 200 with ``ok`` true (login, name, scopes) or
     false (``error``). The outcome is recorded on the credential."""
     box = SecretBox(settings.secret_key, settings.old_secret_keys)
     credential_id = body.credential_id if body else None
-    target = await run_in_threadpool(_load_target, session, caller, provider_id, credential_id, box)
+    target = _load_target(session, caller, provider_id, credential_id, box)
     refusal = None
     if target.base_url and not settings.private_targets_allowed:
-        refusal = await _private_address(target.base_url)
+        refusal = private_address_refusal(target.base_url)
     if refusal is not None:
         result = GitProviderTestPublic(ok=False, credential_id=target.credential_id, error=refusal)
     else:
         try:
-            user = await run_in_threadpool(_probe, target)
+            user = current_user(target.provider_type, target.base_url, target.token)
         except Exception as exc:  # noqa: BLE001 - every failure is an answer here, explained without its text
             result = GitProviderTestPublic(ok=False, credential_id=target.credential_id,
-                                           error=_mask(_explain(exc), target.token))
+                                           error=_mask(explain(exc), target.token))
         else:
             result = GitProviderTestPublic(ok=True, credential_id=target.credential_id,
                                            login=_mask(user.login, target.token), name=_mask(user.name, target.token),
                                            scopes=[_mask(s, target.token) or "" for s in user.scopes])
-    await run_in_threadpool(_record, session, target.credential_id, result)
+    _record(session, target.credential_id, result)
     return result

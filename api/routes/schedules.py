@@ -18,9 +18,11 @@ from temporalio.client import ScheduleDescription
 from adapters.temporal import TemporalGateway
 from api import errors
 from api.deps import CurrentCaller, SessionDep, SettingsDep, TemporalDep, WriterCaller
-from api.routes.pipeline_runs import run_public
+from api.pages import Page
+from api.run_views import run_public
 from api.schemas import PipelineRunPublic
 from db.models import PipelineRun, Schedule
+from domain.statuses import RunStatus
 from services import runs as services
 from services import schedules as service
 
@@ -65,7 +67,7 @@ class ScheduleUpdate(BaseModel):
 class ScheduleLastRun(BaseModel):
     id: int
     run_number: int
-    status: str
+    status: RunStatus
     started_at: datetime | None
     finished_at: datetime | None
 
@@ -90,9 +92,7 @@ class SchedulePublic(BaseModel):
     updated_at: datetime
 
 
-class SchedulesPublic(BaseModel):
-    data: list[SchedulePublic]
-    count: int
+SchedulesPublic = Page[SchedulePublic]
 
 
 class ScheduleTriggerPublic(BaseModel):

@@ -24,7 +24,7 @@ def list_secrets(session: SessionDep, caller: CurrentCaller) -> SecretsPublic:
     return SecretsPublic(data=[_public(r) for r in rows], count=len(rows))
 
 
-@router.put("", response_model=SecretPublic)
+@router.put("", response_model=SecretPublic, summary="Create or replace a secret")
 def put_secret(body: SecretCreate, session: SessionDep, caller: WriterCaller, settings: SettingsDep) -> SecretPublic:
     """Create or replace a secret. The value is encrypted at rest and never returned."""
     box = SecretBox(settings.secret_key, settings.old_secret_keys)

@@ -55,12 +55,12 @@ def _public(user: User) -> UserPublic:
 
 
 @router.get("/me", response_model=UserPublic)
-def me(session: SessionDep, caller: CurrentCaller) -> UserPublic:
+def show_current_user(session: SessionDep, caller: CurrentCaller) -> UserPublic:
     return _public(session.get_one(User, caller.user_id))
 
 
 @router.patch("/me", response_model=UserPublic)
-def update_me(body: UserUpdate, session: SessionDep, caller: CurrentCaller, settings: SettingsDep) -> UserPublic:
+def update_current_user(body: UserUpdate, session: SessionDep, caller: CurrentCaller, settings: SettingsDep) -> UserPublic:
     """Set where your notifications are delivered (each approval link reaches only you). An
     http(s) URL; loopback, private and link-local hosts are 422 unless private targets are allowed."""
     if body.notify_url:

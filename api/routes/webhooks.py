@@ -27,11 +27,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from temporalio.common import WorkflowIDConflictPolicy
 
-from adapters.temporal import TemporalGateway
 from api import safe_parse
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from db.crypto import SecretBox
 from db.models import GitProvider, GitRepository, GitWebhookEvent
+from domain.errors import NotFound
 from domain.webhooks import events as webhook_events
 from domain.webhooks import signatures
 from settings import Settings
@@ -77,7 +77,10 @@ def _repository_and_secret(session: Session, settings: Settings, provider: str,
     "/{provider}/{repository_id}",
     status_code=status.HTTP_202_ACCEPTED,
     responses={200: {"description": "a redelivery or an event we do not act on (ping)"},
-               401: {"description": "signature missing or wrong"}},
+               400: {"description": "the body is not JSON"},
+               401: {"description": "signature missing or wrong"},
+               413: {"description": "the delivery is larger than 25 MB"},
+               422: {"description": "a payload the provider's event cannot have"}},
     # up to 25 MB, parsed (bounded) below only once the signature is checked
     openapi_extra={safe_parse.OWN_BODY_LIMIT: MAX_BODY_BYTES},
 )
@@ -85,8 +88,7 @@ def receive_webhook(provider: str, repository_id: int, request: Request, session
                     settings: SettingsDep, temporal: TemporalDep) -> Any:
     """Verify, store and dispatch one delivery from a git provider."""
     if provider not in signatures.PROVIDERS:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            f"unknown provider '{provider}'; expected one of: {', '.join(signatures.PROVIDERS)}")
+        raise NotFound(f"unknown provider '{provider}'; expected one of: {', '.join(signatures.PROVIDERS)}")
     raw = from_thread.run(request.body)
     found = _repository_and_secret(session, settings, provider, repository_id)
     if found is None:
@@ -138,7 +140,10 @@ def receive_webhook(provider: str, repository_id: int, request: Request, session
     event.workflow_id = dispatch_workflow_id(event.id)
     session.commit()
     try:
-        from_thread.run(_start_dispatch, temporal, settings, event.id, repository.account_id)
+        temporal.call(temporal.start, WebhookDispatchWorkflow.run,
+                      WebhookDispatchInput(event_id=event.id, account_id=repository.account_id),
+                      id=event.workflow_id, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                      static_summary=f"webhook delivery {event.id}")
     except Exception:
         # Not stored after all, so the provider's retry of this delivery is not a "duplicate".
         session.execute(delete(GitWebhookEvent).where(GitWebhookEvent.id == event.id))
@@ -149,14 +154,3 @@ def receive_webhook(provider: str, repository_id: int, request: Request, session
             "events": [{"kind": e.kind, "action": e.action, "ref": e.ref} for e in normalized],
             "workflow_id": event.workflow_id}
 
-
-async def _start_dispatch(temporal: TemporalGateway, settings: Settings, event_id: int, account_id: int) -> None:
-    client = await temporal.client()
-    await client.start_workflow(
-        WebhookDispatchWorkflow.run,
-        WebhookDispatchInput(event_id=event_id, account_id=account_id),
-        id=dispatch_workflow_id(event_id),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"webhook delivery {event_id}",
-    )
