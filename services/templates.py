@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 from db.models import Pipeline, PipelineTemplate, PipelineTemplateRating, PipelineTemplateVersion, utcnow
 from domain import errors
 from domain.pipeline_document import ExecutorRules, PipelineDocument, validate_document
+from domain.statuses import TemplateStatus  # noqa: F401  (the one list of template statuses)
 from services import runs as services
 
 TemplateCategory = Literal["review", "implement", "security", "deploy", "docs", "custom"]
 TemplateDifficulty = Literal["beginner", "intermediate", "advanced", "expert"]
-TemplateStatus = Literal["draft", "published", "archived"]
 MarketplaceSort = Literal["rating", "installs", "newest"]
 
 # semver.org 2.0.0 without build metadata: build metadata does not take part in precedence,
