@@ -53,6 +53,11 @@ JSONType = JSON()
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+# Tables whose ids name Temporal workflows (``run-<id>``, ``container-<id>``...): SQLite must never
+# hand out a deleted row's id again, or a new row would meet the old workflow's id (migration 0010).
+WORKFLOW_ID_TABLE = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, list[Any]: JSONType}
 
@@ -172,6 +177,7 @@ class PipelineRun(Base):
     __table_args__ = (
         UniqueConstraint("pipeline_id", "run_number"),
         Index("ix_pipeline_runs_account_id_id", "account_id", "id"),
+        WORKFLOW_ID_TABLE,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -300,6 +306,7 @@ class Schedule(Base):
     """A cron schedule of a pipeline; each row is the Temporal Schedule ``schedule-<id>``."""
 
     __tablename__ = "schedules"
+    __table_args__ = (WORKFLOW_ID_TABLE,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -523,7 +530,7 @@ class GitWebhookEvent(Base):
     is what makes a redelivery start nothing new."""
 
     __tablename__ = "git_webhook_events"
-    __table_args__ = (UniqueConstraint("repository_id", "delivery_id"),)
+    __table_args__ = (UniqueConstraint("repository_id", "delivery_id"), WORKFLOW_ID_TABLE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -620,7 +627,7 @@ class ContainerInstance(Base):
     creation until it ends."""
 
     __tablename__ = "container_instances"
-    __table_args__ = (Index("ix_container_instances_account_status", "account_id", "status"),)
+    __table_args__ = (Index("ix_container_instances_account_status", "account_id", "status"), WORKFLOW_ID_TABLE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -704,7 +711,8 @@ class ManagedEngineEndpoint:
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
-        return (UniqueConstraint("account_id", "name"),)  # a constraint object per table, hence a function
+        # a constraint object per table, hence a function; ids name sync workflows (never reused)
+        return (UniqueConstraint("account_id", "name"), WORKFLOW_ID_TABLE)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -918,6 +926,7 @@ class SwarmDeployment(Base):
     """One rollout (``RolloutWorkflow`` ``rollout-<id>``): rolling, canary or blue_green."""
 
     __tablename__ = "swarm_deployments"
+    __table_args__ = (WORKFLOW_ID_TABLE,)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
@@ -967,3 +976,4 @@ class SwarmEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dedupe_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+

@@ -192,6 +192,20 @@ def test_delete_with_an_unfinished_run_is_409_until_it_is_cancelled(stack):
     assert client.delete(f"/pipelines/{created['id']}").status_code == 204
 
 
+def test_a_run_after_the_newest_runs_were_deleted_gets_a_new_id_and_runs(stack):
+    """Run ids name workflows (run-<id>) and Temporal starts a run's workflow once: SQLite used to
+    hand the deleted newest run's id out again, and that run stayed pending forever."""
+    client = stack.account().client
+    first = create(client, doc("short-lived"))
+    old = wait_run(client, client.post(f"/pipelines/{first['id']}/trigger", json={}).json()["id"])
+    assert old["status"] == "success"
+    assert client.delete(f"/pipelines/{first['id']}").status_code == 204
+    second = create(client, doc("next-one"))
+    new = wait_run(client, client.post(f"/pipelines/{second['id']}/trigger", json={}).json()["id"], timeout=30)
+    assert new["id"] > old["id"]
+    assert new["status"] == "success", new
+
+
 def test_a_deleted_pipelines_slug_can_be_used_again(stack):
     client = stack.account().client
     created = create(client, doc("again"))
