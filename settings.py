@@ -115,6 +115,20 @@ class Settings(BaseSettings):
         5, ge=1, description="the Retry-After of the 503 answered while the database is unreachable"
     )
 
+    # ---- teams and access (README "Teams and access") ----
+    operator_token: str = Field(
+        "", description="a bearer token for the service operator: creates accounts (POST /accounts) next to the "
+                        "operator user bootstrap flags; empty: only that user")
+    invitation_ttl_hours: float = Field(72.0, gt=0, description="how long an invitation (POST /users) can be accepted")
+    token_rotation_grace_minutes: float = Field(
+        60.0, ge=0, description="POST /tokens/{id}/rotate: the old value keeps working this long, then expires")
+    smtp_host: str = Field("", description="SMTP server for approval-request emails; empty: no email")
+    smtp_port: int = 25
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS before logging in")
+    smtp_from: str = Field("devops@localhost", description="the From: of notification emails")
+
     @field_validator("old_secret_keys", "engine_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:

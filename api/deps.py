@@ -16,7 +16,9 @@ from adapters.temporal import TemporalGateway
 from api import security
 from api.auth import hash_token
 from db.models import ApiToken
+from domain import access
 from domain.errors import Forbidden
+from services import audit
 from settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="API token: `Authorization: Bearer dvo_...`")
@@ -49,10 +51,36 @@ class Caller:
     user_id: int
     role: str
     token_id: int
+    scopes: tuple[str, ...] = (access.ALL,)
+    email: str = ""
 
     @property
     def can_write(self) -> bool:
         return self.role in ("admin", "member")
+
+    def may(self, scope: str) -> bool:
+        """Whether this caller's role and token both grant ``scope``."""
+        return access.refusal(self.role, self.scopes, scope) is None
+
+    def require(self, scope: str) -> None:
+        problem = access.refusal(self.role, self.scopes, scope)
+        if problem:
+            raise Forbidden(problem)
+
+
+def required_scope_of(request: Request) -> str | None:
+    """The scope of the route this request matched (domain.access), None for public routes.
+    FastAPI hands over the declared route object, whose path lacks its routers' prefixes: the
+    full template comes from the app's table of operation id -> path (api.main)."""
+    route = request.scope.get("route")
+    templates: dict[str, str] = getattr(request.app.state, "route_templates", {})
+    path = templates.get(getattr(route, "name", ""), "")
+    if not path:
+        raise Forbidden("this route has no access rule; refusing it")
+    path = path.removeprefix(security.API_PREFIX)
+    if access.is_public(path):
+        return None
+    return access.required_scope(request.method, path)
 
 
 def authenticate(request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
@@ -70,10 +98,18 @@ def authenticate(request: Request, session: Session, credentials: HTTPAuthorizat
     if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
         security.record_auth_failure(request)
         raise unauthorized
-    caller = Caller(account_id=token.account_id, user_id=token.user_id, role=token.user.role, token_id=token.id)
+    if token.user.deactivated_at is not None:
+        # not counted as a failed guess: the token is real, its user was deactivated
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "this API token's user has been deactivated",
+                            headers={"WWW-Authenticate": "Bearer"})
+    caller = Caller(account_id=token.account_id, user_id=token.user_id, role=token.user.role, token_id=token.id,
+                    scopes=tuple(token.scopes or ()), email=token.user.email)
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now
         session.commit()
+    needed = required_scope_of(request)
+    if needed:
+        caller.require(needed)
     return caller
 
 
@@ -99,3 +135,17 @@ def require_writer(caller: CurrentCaller) -> Caller:
 
 
 WriterCaller = Annotated[Caller, Depends(require_writer)]
+
+
+def actor_of(request: Request, caller: Caller) -> audit.Actor:
+    """The audit log's "who and from where" for this request."""
+    return audit.Actor(name=caller.email or f"user {caller.user_id}", user_id=caller.user_id, token_id=caller.token_id,
+                       ip=request.client.host if request.client else "",
+                       user_agent=request.headers.get("user-agent", "")[:300])
+
+
+def get_actor(request: Request, caller: CurrentCaller) -> audit.Actor:
+    return actor_of(request, caller)
+
+
+ActorDep = Annotated[audit.Actor, Depends(get_actor)]

@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app.include_router(devops)
     app.include_router(health.router)
     openapi.document_errors(app)  # 401/403/404/409/429/503 with their model, by rule (api/openapi.py)
+    # operation id -> full path template: the scope each route needs is decided by its path (api.deps)
+    app.state.route_templates = openapi.route_templates(app)
     security.install(app, settings)  # query-token masking, failed-auth limit, headers, docs
     database_errors.install(app, settings)  # database unreachable: 503 + Retry-After, not 500
     safe_parse.install(app)  # bounded bodies, documents, path and query values (after all routes)

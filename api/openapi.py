@@ -104,3 +104,10 @@ def document_errors(app: FastAPI) -> None:
             route.responses[code] = {"description": own.get("description", description), "model": ErrorPublic}
             route.response_fields[code] = create_model_field(
                 name=f"Response_{code}_{route.unique_id}", type_=ErrorPublic, mode="serialization")
+
+
+def route_templates(app: FastAPI) -> dict[str, str]:
+    """Each operation id with its full path template, from the app's OpenAPI document (built
+    once here, then cached by FastAPI for /openapi.json)."""
+    return {operation["operationId"]: path for path, operations in app.openapi()["paths"].items()
+            for operation in operations.values() if isinstance(operation, dict) and "operationId" in operation}

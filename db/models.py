@@ -6,60 +6,23 @@ belongs to an account (directly or through its parent) and every query filters b
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC timestamps on every backend (SQLite drops the zone on the way in)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
-
-
-# Plain JSON (not JSONB) on PostgreSQL: documents keep the key order their authors wrote.
-JSONType = JSON()
-# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-# Tables whose ids name Temporal workflows (``run-<id>``, ``container-<id>``...): SQLite must never
-# hand out a deleted row's id again, or a new row would meet the old workflow's id (migration 0010).
-WORKFLOW_ID_TABLE = {"sqlite_autoincrement": True}
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType, list[Any]: JSONType}
+from db.base import WORKFLOW_ID_TABLE, Base, BigId, JSONType, UTCDateTime, utcnow  # noqa: F401
 
 
 class Account(Base):
@@ -77,9 +40,18 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
-    role: Mapped[str] = mapped_column(String(20), default="member")  # admin | member | viewer
+    role: Mapped[str] = mapped_column(String(20), default="member")  # domain.access.ROLES
+    name: Mapped[str] = mapped_column(String(200), default="")
     # where this user's notifications (approval requests with their personal links) are POSTed
     notify_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # a Slack-compatible incoming webhook receiving the same notifications as Slack messages
+    notify_slack_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    # approval requests also go to ``email`` over SMTP (when the install has DEVOPS_SMTP_HOST)
+    notify_email: Mapped[bool] = mapped_column(Boolean, default=False)
+    # may create accounts (POST /accounts): the first account's first admin, set by bootstrap
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    # a deactivated user's tokens stop working at once; the row stays for the audit trail
+    deactivated_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -977,3 +949,7 @@ class SwarmEvent(Base):
     dedupe_key: Mapped[str | None] = mapped_column(String(200), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
+
+# Users' invitations and the audit log live in their own module; importing it here puts their
+# tables on Base.metadata wherever the models are loaded.
+from db.access_models import AuditEvent, Invitation  # noqa: E402,F401
