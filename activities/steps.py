@@ -69,6 +69,9 @@ from settings import Settings
 
 LOG_FLUSH_SECONDS = 0.2
 LOG_FLUSH_LINES = 200
+# After the shell exits, output is drained until the pipe is quiet, or past this many bytes
+# (a background child that keeps writing) once a heartbeat interval has passed.
+EXIT_DRAIN_BYTES = 4 * 1024 * 1024
 KILL_GRACE_SECONDS = 3.0
 CANCEL_WAIT_SECONDS = 60.0
 RESOLVE_TIMEOUT_SECONDS = 10.0
@@ -132,6 +135,14 @@ class StepLogWriter:
     async def aflush(self) -> None:
         if self._lines:
             await asyncio.to_thread(self.flush)
+
+
+async def _discard_rest(proc: asyncio.subprocess.Process) -> None:
+    """Read the pipe to its end once the process group is gone: a background child cut off
+    mid-output leaves data in it, and a pipe never read to EOF is never closed."""
+    if proc.stdout is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.stdout.read(), timeout=5)
 
 
 class StepActivities:
@@ -354,6 +365,7 @@ class StepActivities:
                 await _terminate(proc)
             _kill_group_quietly(proc.pid)
             pid_file.unlink(missing_ok=True)
+        await _discard_rest(proc)
         for note in notes:
             log.line(note)
         await log.aflush()
@@ -366,6 +378,7 @@ class StepActivities:
         assert proc.stdout is not None
         last_beat = 0.0
         exited_at: float | None = None
+        drained = 0  # bytes read since the shell exited
         while True:
             try:
                 raw = await asyncio.wait_for(proc.stdout.readline(), timeout=HEARTBEAT_SECONDS)
@@ -381,8 +394,12 @@ class StepActivities:
             if proc.returncode is not None:
                 # The shell is done but a background child may still hold the pipe open: drain
                 # what is there, then end the step (the caller kills what is left of the group).
+                # Everything the shell wrote before exiting is read, however long that takes on a
+                # busy machine (at most the pipe's and the reader's buffers, far below
+                # EXIT_DRAIN_BYTES); only a background child still writing is cut off.
                 exited_at = exited_at or now
-                if raw is None or now - exited_at >= HEARTBEAT_SECONDS:
+                drained += len(raw or b"")
+                if raw is None or (drained >= EXIT_DRAIN_BYTES and now - exited_at >= HEARTBEAT_SECONDS):
                     break
             if now - last_beat >= HEARTBEAT_SECONDS:
                 activity.heartbeat()

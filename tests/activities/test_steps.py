@@ -779,3 +779,29 @@ async def test_notify_error_message_masks_secrets_in_the_url(steps, rows, sqlite
         inp = step_input(rows, {"url": url}, secret_names=["HOOK_TOKEN"], secret_placeholder_prefix="__S_")
         err = await step_failure(steps.notify, inp, attempt_env(3))
     assert "very-secret-token" not in err.message and "***" in err.message
+
+
+async def test_every_line_written_before_the_exit_reaches_the_log_however_slow_the_log_writes(
+        steps, rows, sqlite_sessions, monkeypatch):
+    """On a busy machine the pump drains the pipe more slowly than the shell filled it: the
+    lines still buffered when the shell exits are read to the end, not cut off after a second."""
+    from activities import steps as steps_module
+
+    original = steps_module.StepLogWriter.flush
+
+    def slow_flush(self) -> None:
+        time.sleep(0.1)  # 25 flushes of 200 lines: the drain takes ~2.5 s after the exit
+        original(self)
+
+    monkeypatch.setattr(steps_module.StepLogWriter, "flush", slow_flush)
+    await asyncio.wait_for(run_step(steps.run_tests, step_input(rows, {"command": "seq 1 5000"})), 60)
+    numbers = [line for line in log_text(sqlite_sessions, rows.run_id).splitlines() if line.isdigit()]
+    assert numbers == [str(i) for i in range(1, 5001)]
+
+
+async def test_a_background_child_that_keeps_writing_does_not_keep_the_step_open(steps, rows):
+    command = '(while :; do echo spam; done) & echo "ok=1" >> "$DEVOPS_OUTPUT"'
+    started = time.monotonic()
+    result = await asyncio.wait_for(run_step(steps.run_tests, step_input(rows, {"command": command})), 60)
+    assert result.outputs == {"ok": "1"}
+    assert time.monotonic() - started < 30
