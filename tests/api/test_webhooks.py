@@ -27,6 +27,7 @@ from db.models import (
 )
 from domain.webhooks.events import normalize_all
 from domain.webhooks.signatures import sign
+from tests.adapters.git_providers.fakes import FAKES
 from tests.harness import Account, Stack, wait_for, wait_run
 from tests.workflows.test_durability import HISTORIES, _histories_of, _replay
 
@@ -55,13 +56,28 @@ def payload_bytes(name: str) -> bytes:
     return (PAYLOADS / f"{name}.json").read_bytes()
 
 
+# Commit statuses of the runs go to these local fakes of the providers' APIs: an unreachable
+# provider made every run's status activity retry for ~15 s before the run could finish.
+PROVIDER_URLS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def provider_fakes():
+    servers = {name: fake().start() for name, fake in FAKES.items()}
+    PROVIDER_URLS.update({name: server.base_url for name, server in servers.items()})
+    yield servers
+    PROVIDER_URLS.clear()
+    for server in servers.values():
+        server.stop()
+
+
 def make_repository(stack: Stack, account: Account, provider: str, full_name: str = "acme/web",
                     **fields: Any) -> Repo:
     secret = f"whsec-{uuid.uuid4().hex}"
     box = SecretBox(stack.settings.secret_key, stack.settings.old_secret_keys)
     with stack.sessions.begin() as session:
         row = GitProvider(account_id=account.id, name=f"{provider}-{uuid.uuid4().hex[:6]}", provider_type=provider,
-                          base_url="http://127.0.0.1:9" if provider == "gitea" else None)
+                          base_url=PROVIDER_URLS.get(provider, "http://127.0.0.1:9"))
         session.add(row)
         session.flush()
         credential = GitProviderCredential(account_id=account.id, provider_id=row.id, name="bot",
