@@ -16,6 +16,10 @@
   503     always: the database (or, where used, Temporal) is unreachable; retry later
   ======  =====================================================================================
 
+* Scopes: every operation that takes an API token names the token scope it needs
+  (``domain.access.required_scope``) as ``x-required-scope``, starts its description with it,
+  and lists 403 (the caller's role or token lacks it) — :func:`document_scopes`.
+
   422 (invalid parameters or body) is FastAPI's own entry, in the same ``{"detail": [...]}`` shape.
   Codes only some routes give (400, 410, 413, 415, 502, a quota's 429) are declared on those
   routes with ``responses=`` and a description; this adds the model to them.
@@ -32,7 +36,9 @@ from fastapi.routing import APIRoute
 from fastapi.utils import create_model_field
 from pydantic import BaseModel, Field
 
+from api import security
 from api.deps import bearer, require_writer
+from domain import access
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -111,3 +117,35 @@ def route_templates(app: FastAPI) -> dict[str, str]:
     once here, then cached by FastAPI for /openapi.json)."""
     return {operation["operationId"]: path for path, operations in app.openapi()["paths"].items()
             for operation in operations.values() if isinstance(operation, dict) and "operationId" in operation}
+
+
+SCOPE_REFUSED = "the caller's role or API token lacks the scope this needs (the detail names it)"
+
+
+def document_scopes(app: FastAPI) -> None:
+    """Name the scope of every operation that takes an API token in the app's OpenAPI document:
+    ``x-required-scope``, a first line of its description, and a 403 answer. FastAPI rebuilds the
+    document when routes change (and copies route attributes into cached per-include contexts),
+    so this wraps ``app.openapi`` and annotates each document it builds, idempotently."""
+    generate = app.openapi
+
+    def openapi_with_scopes() -> dict[str, Any]:
+        schema = generate()
+        for path, operations in schema.get("paths", {}).items():
+            template = path.removeprefix(security.API_PREFIX)
+            if not path.startswith(security.API_PREFIX) or access.is_public(template):
+                continue
+            for method, operation in operations.items():
+                if not isinstance(operation, dict) or "operationId" not in operation or "x-required-scope" in operation:
+                    continue
+                scope = access.required_scope(method, template)
+                operation["x-required-scope"] = scope
+                line = f"Requires the token scope `{scope}`."
+                description = operation.get("description")
+                operation["description"] = f"{line}\n\n{description}" if description else line
+                operation.setdefault("responses", {}).setdefault("403", {
+                    "description": SCOPE_REFUSED,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}}})
+        return schema
+
+    app.openapi = openapi_with_scopes  # type: ignore[method-assign]

@@ -28,7 +28,7 @@ AREAS = ("pipelines", "runs", "secrets", "repositories", "docker", "swarm", "con
          "approvals")
 #: Every scope a token may carry (besides ``*``).
 SCOPES: tuple[str, ...] = (
-    *(f"{area}:{level}" for area in AREAS for level in ("read", "write") 
+    *(f"{area}:{level}" for area in AREAS for level in ("read", "write")
       if (area, level) not in (("approvals", "write"), ("users", "write"))),
     "runs:trigger", "approvals:decide", "admin",
 )
@@ -63,14 +63,17 @@ OVERRIDES: dict[tuple[str, str], str] = {
     # your own profile (notification targets) is yours to change whatever your role
     ("PATCH", "/users/me"): "users:read",
 }
-#: Routes that take no API token at all (their own credential, or none).
-PUBLIC_PREFIXES = ("/health", "/approval_tokens/", "/webhooks/", "/providers/oauth/callback",
-                   "/invitations/accept", "/invitations/{token}")
+#: Routes that take no API token at all (their own credential, or none): everything under these
+#: prefixes, and these exact paths (exact, so a later admin route such as
+#: ``/invitations/{token}/resend`` is not public by accident).
+PUBLIC_PREFIXES = ("/approval_tokens/", "/webhooks/")
+PUBLIC_PATHS = frozenset({"/health", "/providers/oauth/callback", "/invitations/{token}",
+                          "/invitations/{token}/accept"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def is_public(path: str) -> bool:
-    return path.startswith(PUBLIC_PREFIXES)
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def required_scope(method: str, path: str) -> str:
@@ -90,7 +93,9 @@ def required_scope(method: str, path: str) -> str:
     return f"{area}:{'read' if method in READ_METHODS else 'write'}"
 
 
-def _satisfies(held: Iterable[str], needed: str) -> bool:
+def satisfies(held: Iterable[str], needed: str) -> bool:
+    """Whether a token holding ``held`` has ``needed`` (``*``, the scope itself, or for a read
+    the same area's write)."""
     held = set(held)
     if ALL in held or needed in held:
         return True
@@ -102,12 +107,12 @@ def refusal(role: str, token_scopes: Iterable[str], needed: str) -> str | None:
     """Why a caller with ``role`` and a token of ``token_scopes`` may not use a route needing
     ``needed``, or None when it may."""
     if needed not in ROLE_SCOPES.get(role, frozenset()):
+        if needed == "admin":  # reads of the audit log or invitations too, so not "change"
+            return f"your role is {role}: only an account admin can use this"
         if role == "viewer":
             return "your role is viewer: it can read but not change anything"
-        if needed == "admin":
-            return f"your role is {role}: only an account admin can change this"
         return f"your role is {role}: it does not grant the scope '{needed}' this needs"
-    if not _satisfies(token_scopes, needed):
+    if not satisfies(token_scopes, needed):
         return f"this API token lacks the scope '{needed}'"
     return None
 
@@ -120,3 +125,12 @@ def beyond_role(role: str, scopes: Iterable[str]) -> list[str]:
     """Scopes a user of ``role`` could never use (asking for them on a token is refused)."""
     granted = ROLE_SCOPES.get(role, frozenset())
     return [scope for scope in scopes if scope != ALL and scope not in granted]
+
+
+def not_held(held: Iterable[str], requested: Iterable[str]) -> list[str]:
+    """Scopes of ``requested`` that a token holding ``held`` may not hand on: a token never
+    makes a token stronger than itself (only a ``*`` token can make a ``*`` one)."""
+    held = set(held)
+    if ALL in held:
+        return []
+    return [scope for scope in requested if scope == ALL or not satisfies(held, scope)]
