@@ -22,9 +22,10 @@ from api.container_schemas import (
     ContainerQuotaUpdate,
     ContainerQuotaUsage,
 )
-from api.deps import Caller, CurrentCaller, SessionDep
+from api.deps import ActorDep, Caller, CurrentCaller, SessionDep
 from db.models import ContainerPolicy
 from domain.errors import Forbidden
+from services import audit
 from services.container_specs import CAPABILITY, clean_absolute_path, normalize_capability
 
 router = APIRouter(tags=["containers"])
@@ -56,7 +57,8 @@ def show_container_policy(session: SessionDep, caller: CurrentCaller) -> Contain
 
 
 @router.put("/container_policy", response_model=ContainerPolicyPublic, summary="Set the container policy")
-def put_container_policy(body: ContainerPolicyUpdate, session: SessionDep, caller: AdminCaller) -> ContainerPolicyPublic:
+def put_container_policy(body: ContainerPolicyUpdate, session: SessionDep, caller: AdminCaller,
+                         actor: ActorDep) -> ContainerPolicyPublic:
     """Allow (or stop allowing) privileged mode, the host network, named capabilities and bind
     mounts under host path prefixes. Account admins only; only the fields sent change. Templates
     saved earlier are checked again at every launch, so withdrawing a permission takes effect."""
@@ -90,6 +92,13 @@ def put_container_policy(body: ContainerPolicyUpdate, session: SessionDep, calle
     for name, value in changes.items():
         setattr(row, name, value)
     row.updated_at = datetime.now(UTC)
+    # the new policy (not secret); a new row's column defaults are not applied before the flush
+    audit.record(session, caller.account_id, actor, "policy.updated", target_type="container_policy",
+                 target_id=caller.account_id, details={
+                     "changed": sorted(changes), "allow_privileged": bool(row.allow_privileged),
+                     "allow_host_network": bool(row.allow_host_network),
+                     "allowed_capabilities": list(row.allowed_capabilities or []),
+                     "allowed_bind_paths": list(row.allowed_bind_paths or [])})
     commit_or_conflict(session, "the policy was changed concurrently; try again")
     return _policy_public(row)
 
@@ -113,7 +122,8 @@ def show_container_quota(session: SessionDep, caller: CurrentCaller) -> Containe
 
 
 @router.put("/container_quotas", response_model=ContainerQuotaPublic, summary="Set the container quota")
-def put_container_quota(body: ContainerQuotaUpdate, session: SessionDep, caller: AdminCaller) -> ContainerQuotaPublic:
+def put_container_quota(body: ContainerQuotaUpdate, session: SessionDep, caller: AdminCaller,
+                        actor: ActorDep) -> ContainerQuotaPublic:
     """Change the limits (account admins only; only the fields sent change). Lowering a limit
     stops nothing that runs: it applies to the next reservations."""
     changes = body.model_dump(exclude_unset=True)
@@ -124,5 +134,8 @@ def put_container_quota(body: ContainerQuotaUpdate, session: SessionDep, caller:
     quota = container_quota.quota_for(session, caller.account_id)
     for name, value in changes.items():
         setattr(quota, name, value)
+    limits = {name: getattr(quota, name) for name in ContainerQuotaLimits.model_fields}
+    audit.record(session, caller.account_id, actor, "quota.updated", target_type="container_quota",
+                 target_id=caller.account_id, details={"changed": sorted(changes), **limits})
     session.commit()
     return _quota_public(session, caller.account_id)

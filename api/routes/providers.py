@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api import errors
 from api.commits import commit_or_conflict
-from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
+from api.deps import ActorDep, Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
 from api.provider_schemas import (
     GitProviderCreate,
     GitProviderCredentialCreate,
@@ -44,6 +45,7 @@ from api.provider_views import (
 )
 from db.crypto import SecretBox
 from db.models import GitProvider, GitProviderCredential
+from services import audit
 
 router = APIRouter(prefix="/providers", tags=["providers"])
 
@@ -121,6 +123,13 @@ def delete_provider(provider_id: int, session: SessionDep, caller: WriterCaller)
 # ---- credentials --------------------------------------------------------------------------
 
 
+def _audit_credential(session: Session, caller: Caller, actor: audit.Actor, action: str,
+                      row: GitProviderCredential) -> None:
+    """The credential's provider, name and kind: never its token."""
+    audit.record(session, caller.account_id, actor, action, target_type="credential", target_id=row.id,
+                 details={"provider_id": row.provider_id, "name": row.name, "kind": row.auth_type})
+
+
 @router.get("/{provider_id}/credentials", response_model=GitProviderCredentialsPublic)
 def list_provider_credentials(provider_id: int, session: SessionDep, caller: CurrentCaller) -> GitProviderCredentialsPublic:
     provider = owned_provider(session, caller, provider_id)
@@ -132,28 +141,38 @@ def list_provider_credentials(provider_id: int, session: SessionDep, caller: Cur
 @router.post("/{provider_id}/credentials", response_model=GitProviderCredentialPublic,
              status_code=status.HTTP_201_CREATED)
 def create_provider_credential(provider_id: int, body: GitProviderCredentialCreate, session: SessionDep,
-                               caller: WriterCaller, settings: SettingsDep) -> GitProviderCredentialPublic:
-    """Store a token, encrypted at rest; it is never returned. Test it with ``POST .../test``."""
+                               caller: WriterCaller, settings: SettingsDep,
+                               actor: ActorDep) -> GitProviderCredentialPublic:
+    """Store a token, encrypted at rest; it is never returned (nor audited). Test it with ``POST .../test``."""
     provider = owned_provider(session, caller, provider_id)
+    clash_message = f"provider {provider.id} already has a credential named {body.name!r}"
     clash = select(GitProviderCredential.id).where(GitProviderCredential.provider_id == provider.id,
                                                    GitProviderCredential.name == body.name)
     if session.scalar(clash) is not None:
-        raise errors.conflict(f"provider {provider.id} already has a credential named {body.name!r}")
+        raise errors.conflict(clash_message)
     box = SecretBox(settings.secret_key, settings.old_secret_keys)
     row = GitProviderCredential(account_id=caller.account_id, provider_id=provider.id, name=body.name,
                                 auth_type="token", encrypted_token=box.encrypt(body.token), scopes=[])
     session.add(row)
-    commit_or_conflict(session, f"provider {provider.id} already has a credential named {body.name!r}")
+    try:
+        session.flush()  # the id, for the audit event
+    except IntegrityError:  # a concurrent request took the name
+        session.rollback()
+        raise errors.conflict(clash_message) from None
+    _audit_credential(session, caller, actor, "credential.created", row)
+    commit_or_conflict(session, clash_message)
     return credential_public(row)
 
 
 @router.delete("/{provider_id}/credentials/{credential_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_provider_credential(provider_id: int, credential_id: int, session: SessionDep, caller: WriterCaller) -> Response:
+def delete_provider_credential(provider_id: int, credential_id: int, session: SessionDep, caller: WriterCaller,
+                               actor: ActorDep) -> Response:
     provider = owned_provider(session, caller, provider_id)
     row = session.scalar(select(GitProviderCredential).where(GitProviderCredential.id == credential_id,
                                                              GitProviderCredential.provider_id == provider.id))
     if row is None:
         raise errors.not_found("credential")
+    _audit_credential(session, caller, actor, "credential.deleted", row)
     session.delete(row)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

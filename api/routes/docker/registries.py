@@ -7,6 +7,7 @@ internal address follows the private-targets rule (409 when it is called, 422 wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 from adapters.docker_engine import EngineProblem, secret_box
 from adapters.engine_access import private_address_refusal
 from api import errors
-from api.deps import Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
+from api.deps import ActorDep, Caller, CurrentCaller, SessionDep, SettingsDep, WriterCaller
 from api.docker_schemas import (
     RegistriesPublic,
     RegistryCreate,
@@ -33,6 +34,7 @@ from api.docker_schemas import (
 from api.routes.docker.shared import Action, record
 from db.models import ContainerRegistry
 from domain.errors import DomainError, UpstreamFailed
+from services import audit
 from services.container_specs import require_public_registry_url
 from settings import Settings
 
@@ -125,8 +127,22 @@ def _registry_failure(response: httpx.Response, doing: str) -> DomainError:
     return UpstreamFailed(f"the registry answered HTTP {response.status_code} while {doing}")
 
 
-def _save(session: Session, name: str | None) -> None:
+def _audit(session: Session, caller: Caller, actor: audit.Actor, action: str, row: ContainerRegistry,
+           changed: list[str] | None = None) -> None:
+    """The registry's name, URL and username (and which fields changed): never its password."""
+    details: dict[str, object] = {"name": row.name, "url": row.url, "username": row.username}
+    if changed is not None:
+        details["changed"] = changed
+    audit.record(session, caller.account_id, actor, action, target_type="registry", target_id=row.id,
+                 details=details)
+
+
+def _save(session: Session, name: str | None, audited: Callable[[], None] | None = None) -> None:
+    """Commit (a taken name → 409); ``audited`` records the audit event once the row has its id."""
     try:
+        session.flush()
+        if audited is not None:
+            audited()
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -142,12 +158,12 @@ def list_registries(session: SessionDep, caller: CurrentCaller) -> RegistriesPub
 
 @router.post("/registries", response_model=RegistryPublic, status_code=status.HTTP_201_CREATED)
 def create_registry(body: RegistryCreate, session: SessionDep, caller: WriterCaller,
-                    settings: SettingsDep) -> RegistryPublic:
+                    settings: SettingsDep, actor: ActorDep) -> RegistryPublic:
     require_public_registry_url(body.url, settings.private_targets_allowed, ["url"])
     row = ContainerRegistry(account_id=caller.account_id, name=body.name, url=body.url, username=body.username,
                             encrypted_password=secret_box(settings).encrypt(body.password) if body.password else None)
     session.add(row)
-    _save(session, body.name)
+    _save(session, body.name, lambda: _audit(session, caller, actor, "registry.created", row))
     return _registry_public(row)
 
 
@@ -158,7 +174,7 @@ def show_registry(registry_id: int, session: SessionDep, caller: CurrentCaller) 
 
 @router.patch("/registries/{registry_id}", response_model=RegistryPublic)
 def update_registry(registry_id: int, body: RegistryUpdate, session: SessionDep, caller: WriterCaller,
-                    settings: SettingsDep) -> RegistryPublic:
+                    settings: SettingsDep, actor: ActorDep) -> RegistryPublic:
     row = _registry(session, caller, registry_id)
     fields = body.model_fields_set
     if "url" in fields:
@@ -168,13 +184,15 @@ def update_registry(registry_id: int, body: RegistryUpdate, session: SessionDep,
             setattr(row, name, getattr(body, name))
     if "password" in fields:
         row.encrypted_password = secret_box(settings).encrypt(body.password) if body.password else None
-    _save(session, body.name)
+    _save(session, body.name, lambda: _audit(session, caller, actor, "registry.updated", row, sorted(fields)))
     return _registry_public(row)
 
 
 @router.delete("/registries/{registry_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_registry(registry_id: int, session: SessionDep, caller: WriterCaller) -> Response:
-    session.delete(_registry(session, caller, registry_id))
+def delete_registry(registry_id: int, session: SessionDep, caller: WriterCaller, actor: ActorDep) -> Response:
+    row = _registry(session, caller, registry_id)
+    _audit(session, caller, actor, "registry.deleted", row)
+    session.delete(row)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
