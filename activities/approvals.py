@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import secrets
+import smtplib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,12 +21,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.steps import refuse_private_target
+from adapters import notifiers
 from db.models import ApprovalDecision, RunEvent, StepApprovalToken, User
+from domain.access import ROLES
 from settings import Settings
 
 log = logging.getLogger(__name__)
 TOKEN_PREFIX = "apv_"
-ROLES = ("admin", "member", "viewer")
 
 
 def hash_approval_token(token: str) -> str:
@@ -33,7 +35,8 @@ def hash_approval_token(token: str) -> str:
 
 
 def role_of(recipient: str) -> str | None:
-    """``role:admin`` or a bare role name designates every user of the account with that role."""
+    """``role:approver`` or a bare role name (``approver``) designates every active user of the
+    account with that role (``domain.access.ROLES``)."""
     name = recipient.removeprefix("role:")
     return name if name in ROLES and (recipient.startswith("role:") or recipient == name) else None
 
@@ -57,6 +60,15 @@ class ApprovalTicket:
     recipient: str  # an email address
     token_hash: str
     delivered: bool
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Where one recipient's notification goes (none set: the recipient decides from the inbox)."""
+
+    notify_url: str | None = None
+    slack_url: str | None = None
+    email: bool = False
 
 
 @dataclass
@@ -89,21 +101,28 @@ class ApprovalActivities:
         self._http = http_client
 
     def _approval_links(self, token: str) -> dict[str, str]:
-        base = self._settings.resolved_public_api_url
-        return {decision: f"{base}/api/v1/devops/approval_tokens/{token}/{decision}" for decision in ("approve", "reject")}
+        """The decision links (POST) and the page a person opens to decide (GET)."""
+        page = f"{self._settings.resolved_public_api_url}/api/v1/devops/approval_tokens/{token}"
+        return {"approve": f"{page}/approve", "reject": f"{page}/reject", "page": page}
 
-    def _mint(self, inp: OpenApprovalGateInput) -> tuple[list[tuple[str, str, str | None]], list[str]]:
-        """Resolve recipients to users' emails, replace any tokens of an earlier try of this
-        activity, and store new token hashes. Returns (email, clear token, notify URL)."""
+    def _mint(self, inp: OpenApprovalGateInput) -> tuple[list[tuple[str, str, Channels]], list[str]]:
+        """Resolve recipients to users' emails (deactivated users are never recipients), replace
+        any tokens of an earlier try of this activity, and store new token hashes. Returns
+        (email, clear token, the recipient's notification channels)."""
         expires_at = datetime.fromisoformat(inp.expires_at)
         with self._sessions.begin() as session:
             users = session.scalars(select(User).where(User.account_id == inp.account_id)).all()
-            by_email = {u.email.lower(): u for u in users}
+            active = [u for u in users if u.deactivated_at is None]
+            inactive = {u.email.lower() for u in users if u.deactivated_at is not None}
+            by_email = {u.email.lower(): u for u in active}
             emails: list[str] = []
             unresolved: list[str] = []
             for recipient in inp.recipients:
                 role = role_of(recipient)
-                matched = [u.email for u in users if u.role == role] if role else [recipient]
+                if role:
+                    matched = [u.email for u in active if u.role == role]
+                else:
+                    matched = [] if recipient.lower() in inactive else [recipient]
                 if not matched:
                     unresolved.append(recipient)
                 emails.extend(e for e in matched if e.lower() not in {x.lower() for x in emails})
@@ -118,25 +137,40 @@ class ApprovalActivities:
                                               attempt=inp.attempt, recipient=email,
                                               token_hash=hash_approval_token(token), expires_at=expires_at))
                 user = by_email.get(email.lower())
-                minted.append((email, token, user.notify_url if user else None))
+                channels = Channels(notify_url=user.notify_url, slack_url=user.notify_slack_url,
+                                    email=bool(user.notify_email)) if user else Channels()
+                minted.append((email, token, channels))
         return minted, unresolved
 
     @activity.defn(name="open_approval_gate")
     async def open_gate(self, inp: OpenApprovalGateInput) -> OpenApprovalGateResult:
-        """Mint one token per recipient and deliver each inside that recipient's notification."""
+        """Mint one token per recipient and deliver each inside that recipient's notifications
+        (JSON webhook, Slack-compatible webhook, email). A channel failing never fails the gate:
+        the recipient can still decide from ``GET /approvals``."""
         minted, unresolved = await asyncio.to_thread(self._mint, inp)
         tickets = []
         client = self._http or httpx.AsyncClient()
         try:
-            for email, token, url in minted:
-                delivered = False
-                if url:
-                    delivered = await self._deliver(client, inp, email, token, url)
-                tickets.append(ApprovalTicket(recipient=email, token_hash=hash_approval_token(token), delivered=delivered))
+            for email, token, channels in minted:
+                results = []
+                if channels.notify_url:
+                    results.append(await self._deliver(client, inp, email, token, channels.notify_url))
+                if channels.slack_url:
+                    results.append(await self._deliver_slack(client, inp, email, token, channels.slack_url))
+                if channels.email and self._settings.smtp_host:
+                    results.append(await self._deliver_email(inp, email, token))
+                tickets.append(ApprovalTicket(recipient=email, token_hash=hash_approval_token(token),
+                                              delivered=any(results)))
         finally:
             if self._http is None:
                 await client.aclose()
         return OpenApprovalGateResult(tickets=tickets, unresolved=unresolved)
+
+    def _notice(self, inp: OpenApprovalGateInput, email: str, token: str) -> notifiers.ApprovalNotice:
+        links = self._approval_links(token)
+        return notifiers.ApprovalNotice(recipient=email, pipeline=inp.pipeline_name, run_number=inp.run_number,
+                                        step_id=inp.step_id, step_name=inp.step_name, expires_at=inp.expires_at,
+                                        page=links["page"], approve=links["approve"], reject=links["reject"])
 
     async def _deliver(self, client: httpx.AsyncClient, inp: OpenApprovalGateInput, email: str, token: str,
                        url: str) -> bool:
@@ -145,21 +179,39 @@ class ApprovalActivities:
             "pipeline_id": inp.pipeline_id, "pipeline": inp.pipeline_name, "step_id": inp.step_id,
             "step_name": inp.step_name, "expires_at": inp.expires_at, "links": self._approval_links(token),
         }
+        return await self._post(client, inp, url, body, "webhook", {"X-Devops-Event": "approval.requested"})
+
+    async def _deliver_slack(self, client: httpx.AsyncClient, inp: OpenApprovalGateInput, email: str, token: str,
+                             url: str) -> bool:
+        return await self._post(client, inp, url, notifiers.slack_payload(self._notice(inp, email, token)), "Slack")
+
+    async def _post(self, client: httpx.AsyncClient, inp: OpenApprovalGateInput, url: str, body: dict[str, object],
+                    channel: str, headers: dict[str, str] | None = None) -> bool:
         try:
             if not self._settings.private_targets_allowed:
                 await refuse_private_target(url)
             response = await client.post(url, content=json.dumps(body).encode(), timeout=15,
-                                         headers={"Content-Type": "application/json",
-                                                  "X-Devops-Event": "approval.requested"})
+                                         headers={"Content-Type": "application/json", **(headers or {})})
             ok = response.status_code < 300
         except (httpx.HTTPError, ApplicationError) as exc:
-            log.warning("approval request for run %s step %s not delivered to its recipient: %s",
-                        inp.run_id, inp.step_id, type(exc).__name__)
+            log.warning("approval request for run %s step %s not delivered to its recipient's %s: %s",
+                        inp.run_id, inp.step_id, channel, type(exc).__name__)
             return False
         if not ok:
-            log.warning("approval request for run %s step %s: recipient endpoint answered HTTP %s",
-                        inp.run_id, inp.step_id, response.status_code)
+            log.warning("approval request for run %s step %s: recipient's %s answered HTTP %s",
+                        inp.run_id, inp.step_id, channel, response.status_code)
         return ok
+
+    async def _deliver_email(self, inp: OpenApprovalGateInput, email: str, token: str) -> bool:
+        message = notifiers.approval_email(self._notice(inp, email, token), self._settings.smtp_from)
+        try:
+            await notifiers.send_email(self._settings, message)
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            # the exception's text may quote the message (and so the links): its type only
+            log.warning("approval request for run %s step %s not emailed to its recipient: %s",
+                        inp.run_id, inp.step_id, type(exc).__name__)
+            return False
+        return True
 
     @activity.defn(name="record_approval_decision")
     def record_decision(self, inp: RecordApprovalDecisionInput) -> None:

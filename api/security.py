@@ -84,10 +84,12 @@ def query_access_token(request: Request) -> str | None:
 
 
 _TOKEN_IN_TEXT = re.compile(r"(?i)(access(?:_|%5f)token=)[^&\s\"']*")
+# approval links (GET shows the page, the token still unused) and invitations carry their token in the path
+_TOKEN_IN_PATH = re.compile(r"(/(?:approval_tokens|invitations)/)[^/?&\s\"']+")
 
 
 def redact(text: str) -> str:
-    return _TOKEN_IN_TEXT.sub(rf"\g<1>{REDACTED}", text)
+    return _TOKEN_IN_PATH.sub(rf"\g<1>{REDACTED}", _TOKEN_IN_TEXT.sub(rf"\g<1>{REDACTED}", text))
 
 
 class RedactAccessToken(logging.Filter):

@@ -127,7 +127,7 @@ class RetrySpec(_Strict):
     delay_seconds: float = Field(0.0, ge=0, le=3600)
 
 
-APPROVAL_ROLES = ("admin", "member", "viewer")
+APPROVAL_ROLES = ("admin", "member", "approver", "viewer")  # domain.access.ROLES
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
@@ -146,7 +146,7 @@ class ApprovalSpec(_Strict):
             if not (EMAIL.match(recipient) or role in APPROVAL_ROLES):
                 raise PydanticCustomError(
                     "approval_recipient", "'{value}' is neither an email address nor a role (role:admin, "
-                    "role:member, role:viewer)", {"value": recipient})
+                    "role:member, role:approver, role:viewer)", {"value": recipient})
         return value
 
 
