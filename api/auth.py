@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 from db.models import Account, ApiToken, User
 
 TOKEN_PREFIX = "dvo_"
-ROLES = ("admin", "member", "viewer")
 
 
 def hash_token(token: str) -> str:
@@ -36,13 +35,14 @@ def issue_token(session: Session, user: User, name: str, *, scopes: list[str] | 
     return IssuedToken(token=token, row=row)
 
 
-def create_account_with_admin(session: Session, account_name: str, email: str,
-                              role: str = "admin") -> tuple[Account, User, IssuedToken]:
-    """A new account with one user and an API token for it (used by bootstrap and tests)."""
+def create_account_with_admin(session: Session, account_name: str, email: str, role: str = "admin", *,
+                              is_operator: bool = False) -> tuple[Account, User, IssuedToken]:
+    """A new account with one user and an API token for it (used by tests; the API and
+    bootstrap go through ``services.accounts``, which also checks the name and audits)."""
     account = Account(name=account_name)
     session.add(account)
     session.flush()
-    user = User(account_id=account.id, email=email, role=role)
+    user = User(account_id=account.id, email=email, role=role, is_operator=is_operator)
     session.add(user)
     session.flush()
     return account, user, issue_token(session, user, "default")

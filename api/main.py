@@ -15,13 +15,16 @@ from temporalio.client import Client
 from adapters.temporal import TemporalGateway
 from api import database_errors, errors, openapi, safe_parse, security
 from api.routes import (
+    accounts,
     approvals,
+    audit_events,
     container_account,
     container_templates,
     containers,
     deployments,
     docker,
     health,
+    invitations,
     oauth,
     pipeline_runs,
     pipeline_templates,
@@ -33,6 +36,7 @@ from api.routes import (
     schedules,
     secrets,
     swarm,
+    tokens,
     users,
     webhooks,
 )
@@ -100,7 +104,11 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(pipeline_templates.router)
     devops.include_router(secrets.router)
     devops.include_router(approvals.router)
-    devops.include_router(users.router)
+    devops.include_router(audit_events.router)
+    devops.include_router(users.router)  # /users/me is declared before /users/{user_id}
+    devops.include_router(invitations.router)
+    devops.include_router(tokens.router)
+    devops.include_router(accounts.router)
     devops.include_router(schedules.router)
     devops.include_router(oauth.router)  # /providers/oauth/callback and /providers/{id}/oauth/authorize
     devops.include_router(providers.router)
@@ -118,6 +126,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     openapi.document_errors(app)  # 401/403/404/409/429/503 with their model, by rule (api/openapi.py)
     # operation id -> full path template: the scope each route needs is decided by its path (api.deps)
     app.state.route_templates = openapi.route_templates(app)
+    openapi.document_scopes(app)  # x-required-scope and a 403 on every operation taking a token
     security.install(app, settings)  # query-token masking, failed-auth limit, headers, docs
     database_errors.install(app, settings)  # database unreachable: 503 + Retry-After, not 500
     safe_parse.install(app)  # bounded bodies, documents, path and query values (after all routes)
