@@ -388,6 +388,10 @@ class StepActivities:
                 raw = await proc.stdout.read(64 * 1024)
             if raw == b"":
                 break
+            if activity.is_cancelled():
+                # Python 3.11's wait_for can swallow a cancellation that lands as readline
+                # completes; the activity's own flag cannot be lost.
+                raise asyncio.CancelledError()
             if raw is not None:
                 log.line(raw.decode(errors="replace"))
             now = time.monotonic()

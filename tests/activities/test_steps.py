@@ -805,3 +805,20 @@ async def test_a_background_child_that_keeps_writing_does_not_keep_the_step_open
     result = await asyncio.wait_for(run_step(steps.run_tests, step_input(rows, {"command": command})), 60)
     assert result.outputs == {"ok": "1"}
     assert time.monotonic() - started < 30
+
+
+async def test_a_cancellation_whose_task_cancel_was_lost_still_stops_the_step(steps, rows, sqlite_sessions):
+    """Python 3.11's ``wait_for`` can swallow a task cancellation that lands just as a line is
+    read (the suite saw the step go on sleeping): the activity's cancel flag alone stops it."""
+    ws = workspace_of(steps._settings, rows)
+    command = 'echo $$ > sh.pid; while :; do echo tick; sleep 0.2; done'
+    env = ActivityEnvironment()
+    task = asyncio.create_task(run_step(steps.run_tests, step_input(rows, {"command": command}), env))
+    sh_pid = int(await wait_for_file(ws / "sh.pid"))
+    # what ActivityEnvironment.cancel() does, minus the task.cancel() that the race loses
+    for running in env._activities:
+        running.context.cancelled_event.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, timeout=15)
+    assert await wait_until_gone(sh_pid)
+    assert "[devops] step cancelled" in log_text(sqlite_sessions, rows.run_id)
