@@ -138,7 +138,9 @@ def test_bitbucket_pull_request_runs_and_commit_statuses_use_the_full_sha(stack:
     assert context["merge_commit_sha"] == (MAIN if merged else None)
     assert shown(run)["sha"] == landed and shown(run)["head_sha"] == FEATURE
     # the commit statuses were posted on the full SHA, not the short one
-    statuses = bitbucket.statuses("acme/web")
+    # (the final status follows the run's own completion: wait for it rather than race it)
+    statuses = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(
+        list(bitbucket.statuses("acme/web"))), message="the final commit status")
     assert [(s["sha"], s["state"]) for s in statuses] == [(landed, "INPROGRESS"), (landed, "SUCCESSFUL")]
     # and the stored event shows what its run got, with nothing to report
     stored = event_of(stack, repo)

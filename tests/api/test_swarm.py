@@ -109,15 +109,24 @@ def wait_until(predicate, timeout: float = TIMEOUT, message: str = "condition"):
 
 
 def wait_running(client, base: str, name: str, replicas: int, image: str | None = None) -> dict:
-    """The service's detail once exactly ``replicas`` tasks run (of ``image`` when given)."""
+    """The service's detail once exactly ``replicas`` tasks run (of ``image`` when given). A
+    rolling update on a loaded machine (vfs storage, two test workers) can take over a minute."""
+    last: dict = {}
+
     def ready():
         detail = client.get(f"{base}/services/{name}").json()
+        last["detail"] = detail
         running = [t for t in detail["tasks"] if t["state"] == "running" and t["desired_state"] == "running"]
         if len(running) == replicas and (image is None or all(t["image"].startswith(image) for t in running)):
             return detail
         return None
 
-    return wait_until(ready, message=f"{replicas} running task(s) of {name}")
+    try:
+        return wait_until(ready, timeout=TIMEOUT * (2 if image else 1), message=f"{replicas} running task(s) of {name}")
+    except AssertionError as exc:
+        detail = last.get("detail") or {}
+        seen = [(t.get("state"), t.get("desired_state"), t.get("image"), t.get("error")) for t in detail.get("tasks", [])]
+        raise AssertionError(f"{exc}; update status {detail.get('service', {}).get('update_status')}; tasks {seen}") from None
 
 
 def events(client, cluster_id: int, **params) -> list[dict]:

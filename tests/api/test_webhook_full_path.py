@@ -90,7 +90,9 @@ def test_signed_push_runs_checkout_comments_and_sets_commit_statuses(stack, gith
     [comment] = github.comments("acme/web", 1)
     assert comment["body"].startswith(f"Built {sha} on main: hello from acme/web")
 
-    statuses = [s for s in github.statuses("acme/web") if s["sha"] == sha]
+    # the final status follows the run's own completion: wait for it rather than race it
+    statuses = wait_for(lambda: (lambda found: found if len(found) >= 2 else None)(
+        [s for s in github.statuses("acme/web") if s["sha"] == sha]), message="the final commit status")
     assert [s["state"] for s in statuses] == ["pending", "success"]
     assert {s["context"] for s in statuses} == {f"devops/{name}"}
     assert statuses[-1]["target_url"].endswith(f"/api/v1/devops/pipeline_runs/{run['id']}")
