@@ -9,7 +9,7 @@
 
   ======  =====================================================================================
   401     it needs an API token (depends on ``api.deps.bearer``)
-  403     it needs the member or admin role (``require_writer`` / ``require_admin``)
+  403     it needs an API token: its scope (see Scopes below)
   404     its path names something (``{id}`` in the path)
   409     it changes something (POST, PUT, PATCH, DELETE)
   429     it needs an API token: too many failed sign-ins from the caller's address
@@ -37,7 +37,7 @@ from fastapi.utils import create_model_field
 from pydantic import BaseModel, Field
 
 from api import security
-from api.deps import bearer, require_writer
+from api.deps import bearer
 from domain import access
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -65,13 +65,10 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 def errors_of(route: APIRoute) -> dict[int, str]:
     """The error status codes ``route`` can answer, with what each means there."""
     calls = list(_calls(route.dependant))
-    names = {getattr(call, "__name__", "") for call in calls}
     authenticated = any(call is bearer for call in calls)
     found: dict[int, str] = {}
     if authenticated:
         found[401] = "missing, invalid, expired or revoked API token"
-    if require_writer in calls or "require_admin" in names:
-        found[403] = "the caller's role may not do this (viewer; or not an admin where an admin is needed)"
     if "{" in route.path_format:
         found[404] = "the thing the path names does not exist in the caller's account"
     if route.methods & WRITES:

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from domain import expressions
+from domain.access import ROLES
 from domain.safe_documents import load_yaml
 from domain.step_types import (
     StepSpec,
@@ -127,7 +128,7 @@ class RetrySpec(_Strict):
     delay_seconds: float = Field(0.0, ge=0, le=3600)
 
 
-APPROVAL_ROLES = ("admin", "member", "approver", "viewer")  # domain.access.ROLES
+APPROVAL_ROLES = ROLES  # a recipient may name any role (role:approver, ...)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 

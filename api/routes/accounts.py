@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from api.auth import issue_token
 from api.commits import commit_or_conflict
-from api.deps import SessionDep, SettingsDep, actor_of, authenticate, bearer
+from api.deps import SessionDep, SettingsDep, actor_of, authenticate, bearer, request_actor
 from api.token_schemas import TokenCreated
 from api.user_schemas import AccountCreate, AccountCreated, AccountPublic, AccountsPublic, UserPublic
 from db.models import User
@@ -33,8 +33,7 @@ def require_operator(request: Request, session: SessionDep, settings: SettingsDe
     expected = settings.operator_token
     given = credentials.credentials if credentials else ""
     if expected and given and hmac.compare_digest(given.encode(), expected.encode()):
-        return audit.Actor(name="operator", ip=request.client.host if request.client else "",
-                           user_agent=request.headers.get("user-agent", "")[:300])
+        return request_actor(request, "operator")
     caller = authenticate(request, session, credentials)
     user = session.get(User, caller.user_id)
     if user is None or not user.is_operator:

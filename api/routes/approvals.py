@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.approvals import hash_approval_token
 from adapters.temporal import TemporalGateway
 from api import approval_page, errors
-from api.deps import CurrentCaller, SessionDep, TemporalDep, actor_of
+from api.deps import CurrentCaller, SessionDep, TemporalDep, actor_of, request_actor
 from api.pages import Page
 from db.models import StepApprovalToken, User
 from domain.errors import Conflict, DomainError, Forbidden, Gone, Invalid, NotFound
@@ -223,9 +223,7 @@ def decide_approval_by_token(
         raise
     user_id = session.scalar(select(User.id).where(User.account_id == row.account_id,
                                                    func.lower(User.email) == row.recipient.lower()))
-    _audit(session, row.account_id, audit.Actor(
-        name=row.recipient, user_id=user_id, ip=request.client.host if request.client else "",
-        user_agent=request.headers.get("user-agent", "")[:300]), result, comment)
+    _audit(session, row.account_id, request_actor(request, row.recipient, user_id=user_id), result, comment)
     return result
 
 
@@ -245,10 +243,9 @@ def decide_approval_as_user(
     """Decide as the signed-in user, who must be one of the gate's recipients (any role whose
     token carries ``approvals:decide``: admin, member, approver)."""
     services.get_run(session, caller.account_id, run_id)  # 404 for a run of another account
-    email = session.scalar(select(User.email).where(User.id == caller.user_id)) or ""
     comment = (body or DecisionBody()).comment
     result = _decide(temporal, run_id, ApprovalDecisionRequest(
-        step_id=step_id, decision=decision, comment=comment, decided_by=email, user_id=caller.user_id))
+        step_id=step_id, decision=decision, comment=comment, decided_by=caller.email, user_id=caller.user_id))
     _audit(session, caller.account_id, actor_of(request, caller), result, comment)
     return result
 

@@ -5,9 +5,9 @@ is for account admins only."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,22 +22,17 @@ from api.container_schemas import (
     ContainerQuotaUpdate,
     ContainerQuotaUsage,
 )
-from api.deps import ActorDep, Caller, CurrentCaller, SessionDep
+from api.deps import ActorDep, CurrentCaller, SessionDep
 from db.models import ContainerPolicy
-from domain.errors import Forbidden
 from services import audit
 from services.container_specs import CAPABILITY, clean_absolute_path, normalize_capability
 
 router = APIRouter(tags=["containers"])
 
 
-def require_admin(caller: CurrentCaller) -> Caller:
-    if caller.role != "admin":
-        raise Forbidden(f"your role is {caller.role}: only an account admin can change this")
-    return caller
-
-
-AdminCaller = Annotated[Caller, Depends(require_admin)]
+# Admin-only routes: their scope is ``admin`` (domain.access), which only the admin role grants;
+# ``authenticate`` refuses everyone else before the route runs.
+AdminCaller = CurrentCaller
 
 
 def _policy_public(row: ContainerPolicy | None) -> ContainerPolicyPublic:

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from adapters.network_targets import check_host
 from api import errors
 from api.commits import commit_or_conflict
-from api.deps import ActorDep, Caller, CurrentCaller, SessionDep, SettingsDep
+from api.deps import ActorDep, CurrentCaller, SessionDep, SettingsDep
 from api.user_schemas import (
     InvitationCreate,
     InvitationCreated,
@@ -24,19 +24,14 @@ from api.user_schemas import (
     UserPublic,
     UsersPublic,
 )
-from domain.errors import Forbidden
 from services import users as user_service
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-def require_admin(caller: CurrentCaller) -> Caller:
-    if caller.role != "admin":
-        raise Forbidden(f"your role is {caller.role}: only an account admin can change users")
-    return caller
-
-
-AdminCaller = Annotated[Caller, Depends(require_admin)]
+# Admin-only routes: their scope is ``admin`` (domain.access), which only the admin role grants;
+# ``authenticate`` refuses everyone else before the route runs.
+AdminCaller = CurrentCaller
 
 
 def notify_url_problem(url: str, allow_private: bool) -> str | None:
