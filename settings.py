@@ -129,6 +129,23 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, description="upgrade the SMTP connection with STARTTLS before logging in")
     smtp_from: str = Field("devops@localhost", description="the From: of notification emails")
 
+    # ---- AI steps and integrations (README "AI steps and integrations") ----
+    ai_request_timeout_seconds: float = Field(
+        120.0, gt=0, description="one model call of a claude_execute step (the SDK's timeout; retries come on top)")
+    ai_prompt_max_bytes: int = Field(
+        200_000, gt=0, description="a rendered prompt (template preview or claude_execute) larger than this fails")
+    mcp_stdio_servers: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict, description="operator-registered MCP servers started over stdio, as JSON "
+                                          '{"name": ["command", "arg"...]}; an mcp_server integration names one '
+                                          "(users never give a command: it would run on the worker's machine)")
+    integration_poll_interval_seconds: float = Field(
+        15.0, gt=0, description="how often a github_action integration asks the provider whether its run ended")
+    integration_timeout_minutes: int = Field(
+        60, gt=0, description="an integration execution still unfinished after this fails (github_action waits)")
+    a2a_callback_max_attempts: int = Field(
+        20, ge=1, description="deliveries of a linked A2A task's completion callback before it is given up "
+                              "(exponential backoff from 1 s to 10 min)")
+
     @field_validator("old_secret_keys", "engine_allowlist", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
@@ -138,6 +155,13 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("mcp_stdio_servers", mode="before")
+    @classmethod
+    def _parse_json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
         return value
 
     @model_validator(mode="after")

@@ -173,6 +173,11 @@ class PipelineRun(Base):
     # When Temporal accepted the run's workflow (or its queue's enqueue signal). A pending/queued
     # row still without it is the start outbox: the reconciler starts it or fails it with a reason.
     workflow_started_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    # A linked external (A2A) task: told the run's outcome by a signed callback when it ends.
+    a2a_task_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    a2a_callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    a2a_callback_secret: Mapped[str | None] = mapped_column(String(100), default=None)  # an account secret's name
+    a2a_callback_status: Mapped[str | None] = mapped_column(String(100), default=None)
 
     steps: Mapped[list[StepExecution]] = relationship(
         order_by="(StepExecution.position, StepExecution.attempt)", lazy="selectin", viewonly=True
@@ -629,6 +634,7 @@ class ContainerInstance(Base):
     timeout_seconds: Mapped[int] = mapped_column(Integer, default=600)
     callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     callback_status: Mapped[str | None] = mapped_column(String(100), default=None)
+    a2a_task_id: Mapped[str | None] = mapped_column(String(200), default=None)
     workflow_id: Mapped[str | None] = mapped_column(String(200), default=None)
     created_by_user_id: Mapped[int | None] = mapped_column(Integer, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -953,3 +959,10 @@ class SwarmEvent(Base):
 # Users' invitations and the audit log live in their own module; importing it here puts their
 # tables on Base.metadata wherever the models are loaded.
 from db.access_models import AuditEvent, Invitation  # noqa: E402,F401
+from db.ai_models import AiConfig, AiUsage, PromptTemplate, PromptTemplateVersion  # noqa: E402,F401
+from db.integration_models import (  # noqa: E402,F401
+    IntegrationCredential,
+    IntegrationExecution,
+    IntegrationInstance,
+    IntegrationTemplate,
+)

@@ -25,7 +25,7 @@ ROLE_DESCRIPTIONS = {
 }
 
 AREAS = ("pipelines", "runs", "secrets", "repositories", "docker", "swarm", "containers", "users", "tokens",
-         "approvals")
+         "approvals", "ai", "integrations")
 #: Every scope a token may carry (besides ``*``).
 SCOPES: tuple[str, ...] = (
     *(f"{area}:{level}" for area in AREAS for level in ("read", "write")
@@ -50,6 +50,10 @@ _AREA_OF = {
     "docker": "docker", "swarm": "swarm", "containers": "containers", "container_templates": "containers",
     "container_policy": "containers", "container_quotas": "containers", "users": "users", "tokens": "tokens",
     "approvals": "approvals", "audit_events": "admin", "invitations": "admin", "accounts": "admin",
+    "ai_configs": "ai", "prompt_templates": "ai", "ai_usage": "ai",
+    "integration_templates": "integrations", "integration_instances": "integrations",
+    "integration_executions": "integrations", "integration_credentials": "integrations",
+    "missions": "runs",
 }
 OVERRIDES: dict[tuple[str, str], str] = {
     ("POST", "/pipelines/{pipeline_id}/trigger"): "runs:trigger",
@@ -62,6 +66,10 @@ OVERRIDES: dict[tuple[str, str], str] = {
     ("PUT", "/container_quotas"): "admin",
     # your own profile (notification targets) is yours to change whatever your role
     ("PATCH", "/users/me"): "users:read",
+    # a preview changes nothing
+    ("POST", "/prompt_templates/{template_id}/render"): "ai:read",
+    # starting a run for an external mission is triggering a run
+    ("POST", "/missions/trigger"): "runs:trigger",
 }
 #: Routes that take no API token at all (their own credential, or none): everything under these
 #: prefixes, and these exact paths (exact, so a later admin route such as
