@@ -19,11 +19,13 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.a2a import A2ACallbackActivities
 from activities.approvals import ApprovalActivities
 from activities.bookkeeping import RunBookkeeping
 from activities.containers import ContainerActivities
 from activities.docker_hosts import DockerHostActivities
 from activities.git_steps import GitStepActivities
+from activities.integrations import IntegrationActivities, integration_activities
 from activities.repositories import RepositoryActivities
 from activities.rollouts import RolloutActivities
 from activities.schedules import ScheduleActivities
@@ -33,8 +35,10 @@ from activities.webhooks import WebhookActivities
 from activities.workspaces import kill_orphaned_steps, sweep_workspaces
 from db.session import make_engine, make_session_factory
 from settings import Settings, get_settings
+from workflows.a2a_callback import A2ACallbackWorkflow
 from workflows.container_execution import ContainerExecutionWorkflow
 from workflows.host_sync import HostSyncWorkflow
+from workflows.integration_execution import IntegrationExecutionWorkflow
 from workflows.pipeline_queue import PipelineQueueWorkflow
 from workflows.pipeline_run import PipelineRunWorkflow
 from workflows.repository_sync import RepositorySyncWorkflow, RepositoryWebhookWorkflow
@@ -46,7 +50,7 @@ from workflows.webhook_dispatch import WebhookDispatchWorkflow
 
 WORKFLOWS = [PipelineRunWorkflow, PipelineQueueWorkflow, ScheduledTriggerWorkflow, RepositorySyncWorkflow,
              RepositoryWebhookWorkflow, WebhookDispatchWorkflow, HostSyncWorkflow, ContainerExecutionWorkflow,
-             SwarmSyncWorkflow, RolloutWorkflow]
+             SwarmSyncWorkflow, RolloutWorkflow, IntegrationExecutionWorkflow, A2ACallbackWorkflow]
 
 
 async def connect(settings: Settings) -> Client:
@@ -87,7 +91,9 @@ def build_workers(client: Client, settings: Settings, labels: Sequence[str] = ()
                         webhooks.dispatch_webhook_event,
                         repositories.sync_repositories, repositories.configure_webhook, repositories.delete_webhook,
                         git_steps.set_commit_status, docker_hosts.sync_host, swarm.sync_cluster,
-                        *container_activities(containers), *rollout_activities(rollouts)],
+                        *container_activities(containers), *rollout_activities(rollouts),
+                        *integration_activities(IntegrationActivities(settings, sessions)),
+                        A2ACallbackActivities(settings, sessions).deliver],
             activity_executor=executor,
             **common,
         )

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 from temporalio import activity
 
+from activities.ai_steps import AiStepActivities
 from activities.container_steps import ContainerStepActivities
 from activities.git_steps import GitStepActivities
 from activities.steps import StepActivities
@@ -32,6 +33,7 @@ STEP_ACTIVITIES: dict[str, Callable[..., Any]] = {
     "checkout": StepActivities.checkout,
     "notify": StepActivities.notify,
     "custom": StepActivities.custom,
+    "claude_execute": AiStepActivities.claude_execute,
     "create_branch": GitStepActivities.create_branch,
     "create_pr": GitStepActivities.create_pr,
     "post_comment": GitStepActivities.post_comment,

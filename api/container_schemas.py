@@ -197,6 +197,8 @@ class ContainerLaunch(ContainerSpecFields):
     callback_url: str | None = Field(None, max_length=2000,
                                      description="receives the result when it ends (signed like notify)")
     queue: bool = Field(False, description="over quota: wait (status queued) instead of answering 429")
+    a2a_task_id: str | None = Field(None, min_length=1, max_length=200,
+                                    description="a linked external (A2A) task, carried in the callback")
 
 
 class ContainerEventPublic(BaseModel):
@@ -252,6 +254,7 @@ class ContainerInstancePublic(ContainerInstanceSummary):
     events: list[ContainerEventPublic]
     callback_url: str | None
     callback_status: str | None
+    a2a_task_id: str | None = None
     temporal_ui_url: str | None
 
 

@@ -16,6 +16,8 @@ from adapters.temporal import TemporalGateway
 from api import database_errors, errors, openapi, safe_parse, security
 from api.routes import (
     accounts,
+    ai_configs,
+    ai_usage,
     approvals,
     audit_events,
     container_account,
@@ -24,11 +26,17 @@ from api.routes import (
     deployments,
     docker,
     health,
+    integration_credentials,
+    integration_executions,
+    integration_instances,
+    integration_templates,
     invitations,
+    missions,
     oauth,
     pipeline_runs,
     pipeline_templates,
     pipelines,
+    prompt_templates,
     providers,
     repositories,
     repository_links,
@@ -42,7 +50,7 @@ from api.routes import (
 )
 from api.streams import StreamHub
 from db.session import make_engine, make_session_factory
-from services import run_outbox
+from services import integration_outbox, run_outbox
 from services import schedules as schedule_service
 from settings import Settings, get_settings
 
@@ -70,7 +78,11 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         # start outbox: runs whose workflow an earlier (killed) API process never started
         app.state.run_outbox = asyncio.create_task(
             run_outbox.run_forever(app.state.temporal, app.state.sessions, settings))
+        # the same for integration executions started through the API (issue 14)
+        app.state.integration_outbox = asyncio.create_task(
+            integration_outbox.run_forever(app.state.temporal, app.state.sessions, settings))
         yield
+        app.state.integration_outbox.cancel()
         if reconcile is not None and not reconcile.done():
             reconcile.cancel()
         app.state.run_outbox.cancel()
@@ -121,6 +133,14 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(container_templates.router)
     devops.include_router(container_account.router)
     devops.include_router(containers.router)
+    devops.include_router(ai_configs.router)
+    devops.include_router(prompt_templates.router)
+    devops.include_router(ai_usage.router)
+    devops.include_router(integration_templates.router)
+    devops.include_router(integration_credentials.router)
+    devops.include_router(integration_instances.router)
+    devops.include_router(integration_executions.router)
+    devops.include_router(missions.router)
     app.include_router(devops)
     app.include_router(health.router)
     openapi.document_errors(app)  # 401/403/404/409/429/503 with their model, by rule (api/openapi.py)

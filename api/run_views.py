@@ -82,7 +82,8 @@ def run_public(run: PipelineRun, temporal: TemporalGateway, *, with_steps: bool 
         error=run.error, workflow_id=run.workflow_id, temporal_ui_url=temporal.ui_url(run.workflow_id),
         retry_of_run_id=run.retry_of_run_id, from_step=run.from_step, created_at=run.created_at,
         started_at=run.started_at, finished_at=run.finished_at, duration_seconds=duration,
-        steps=None,
+        steps=None, a2a_task_id=run.a2a_task_id, a2a_callback_url=run.a2a_callback_url,
+        a2a_callback_status=run.a2a_callback_status,
     )
     if with_steps:
         public.approvals, gates = _approvals(run)

@@ -62,6 +62,10 @@ class TriggerRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict, description="typed values for the pipeline's declared inputs")
     trigger_type: Literal["manual", "workflow_dispatch"] = "manual"
     context: dict[str, Any] = Field(default_factory=dict, description="extra data visible as ${{ trigger.* }}")
+    a2a_task_id: str | None = Field(None, min_length=1, max_length=200, description="a linked external (A2A) task")
+    callback_url: str | None = Field(None, max_length=2000, description="http(s) URL told when the run finishes")
+    callback_secret: str | None = Field(None, max_length=100,
+                                        description="the name of an account secret whose value signs the callback")
 
 
 class CloneRequest(BaseModel):
@@ -134,6 +138,9 @@ class PipelineRunPublic(BaseModel):
     duration_seconds: float | None
     steps: list[StepExecutionPublic] | None = None
     approvals: list[ApprovalDecisionPublic] | None = Field(None, description="who decided which gate, when, why")
+    a2a_task_id: str | None = None
+    a2a_callback_url: str | None = None
+    a2a_callback_status: str | None = None
 
 
 class PipelineRunsPublic(Page[PipelineRunPublic]):

@@ -27,6 +27,7 @@ class StepRunner(StrEnum):
     ACTIVITY = "activity"  # one activity per attempt (``StepType.activity``), with the step's retries and timeout
     GATE = "gate"  # decided inside the workflow: a condition, else an approval gate
     ROLLOUT = "rollout"  # a child RolloutWorkflow
+    INTEGRATION = "integration"  # a child IntegrationExecutionWorkflow of an integration instance
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StepType:
 # In the seed's order (the validator's "expected one of" lists them so).
 STEP_TYPE_REGISTRY: dict[str, StepType] = {entry.name: entry for entry in (
     StepType("checkout", StepRunner.ACTIVITY, "step_checkout"),
-    StepType("claude_execute", StepRunner.ACTIVITY, available=False),
+    StepType("claude_execute", StepRunner.ACTIVITY, "step_claude_execute"),
     StepType("post_comment", StepRunner.ACTIVITY, "step_post_comment", required_with=("body",)),
     StepType("create_pr", StepRunner.ACTIVITY, "step_create_pr", required_with=("title", "head")),
     StepType("create_branch", StepRunner.ACTIVITY, "step_create_branch", required_with=("name",)),
@@ -58,6 +59,7 @@ STEP_TYPE_REGISTRY: dict[str, StepType] = {entry.name: entry for entry in (
     StepType("notify", StepRunner.ACTIVITY, "step_notify"),
     StepType("code_factory_gate", StepRunner.GATE),
     StepType("custom", StepRunner.ACTIVITY, "step_custom", container_capable=True),
+    StepType("integration", StepRunner.INTEGRATION, required_with=("instance",)),
 )}
 
 
@@ -117,6 +119,7 @@ StepSpec = TypedDict("StepSpec", {
 
 TRIGGER_TYPES: tuple[str, ...] = (
     "manual",
+    "mission",
     "pull_request",
     "issue",
     "issue_comment",

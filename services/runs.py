@@ -210,6 +210,7 @@ def workflow_input(run: PipelineRun, settings: Settings,
         default_executor="shell" if settings.shell_executor_enabled else "docker",
         default_step_image=settings.default_step_image,
         remove_workspace_at_end=settings.workspace_retention_hours == 0,
+        a2a_callback_attempts=settings.a2a_callback_max_attempts if run.a2a_callback_url else 0,
     )
 
 

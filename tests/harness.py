@@ -206,6 +206,11 @@ def make_settings(database_url: str, data_dir: Path, temporal_address: str, **ov
         "auth_failure_limit": 1_000_000,
         # workflows always run in Temporal's sandbox under test, whatever the environment says
         "workflow_sandbox": True,
+        # the mcp_server integration's test server, over stdio (tests/integrations/mcp_test_server.py)
+        "mcp_stdio_servers": {"test-tools": [sys.executable, str(REPO / "tests/integrations/mcp_test_server.py"),
+                                             "stdio"]},
+        # github_action integrations ask the (fake) provider about their run this often
+        "integration_poll_interval_seconds": 0.3,
     }
     values.update(overrides)
     if "workspace_dir" not in values:

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ProvisionResult,
         ReserveResult,
     )
+    from workflows.a2a_callback import PATCH_A2A_CALLBACK, start_container_callback
 
 
 def container_workflow_id(instance_id: int) -> str:
@@ -44,6 +45,9 @@ def container_workflow_id(instance_id: int) -> str:
 class ContainerExecutionInput:
     instance_id: int
     account_id: int
+    # issue 14: > 0 when the execution has a callback URL: A2ACallbackWorkflow delivers it with
+    # this many attempts (0: the finish activity sends it, as before)
+    a2a_callback_attempts: int = 0
 
 
 @dataclass
@@ -86,6 +90,7 @@ class ContainerExecutionWorkflow:
     def __init__(self, inp: ContainerExecutionInput) -> None:
         self._status = "pending"
         self._inp = ContainerInstanceInput(instance_id=inp.instance_id, account_id=inp.account_id)
+        self._a2a_callback_attempts = inp.a2a_callback_attempts
 
     @workflow.query
     def status(self) -> str:
@@ -218,12 +223,15 @@ class ContainerExecutionWorkflow:
     async def _finish(self, outcome: ContainerExecutionOutcome) -> ContainerExecutionOutcome:
         ref = self._inp
         self._status = outcome.status
+        durable = bool(self._a2a_callback_attempts) and workflow.patched(PATCH_A2A_CALLBACK)
         await workflow.execute_activity_method(
             ContainerActivities.finish,
             FinishContainerInput(instance_id=ref.instance_id, account_id=ref.account_id, status=outcome.status,
-                                 error=outcome.error, exit_code=outcome.exit_code),
+                                 error=outcome.error, exit_code=outcome.exit_code, send_callback=not durable),
             start_to_close_timeout=SHORT, retry_policy=RetryPolicy(maximum_attempts=5,
                                                                    non_retryable_error_types=NON_RETRYABLE_TYPES))
+        if durable:
+            await start_container_callback(ref.instance_id, ref.account_id, self._a2a_callback_attempts)
         return outcome
 
 

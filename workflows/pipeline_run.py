@@ -48,7 +48,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.steps import StepActivities
     from domain import expressions
     from domain.step_types import StepRunner, StepSpec, StepType, defaults_to_container, step_type
+    from workflows.a2a_callback import start_run_callback
     from workflows.container_execution import ContainerExecutionInput, ContainerExecutionWorkflow
+    from workflows.integration_step import run_integration_step
     from workflows.rollout import RolloutControl, RolloutInput, RolloutOutcome, RolloutWorkflow
 
 ACCOUNT_ID = SearchAttributeKey.for_int("AccountId")
@@ -78,6 +80,8 @@ BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=5))
 # Issue 11 item 3: a step whose activity times out while the run is being cancelled is cancelled.
 PATCH_STOPPED_WHILE_WORKER_DOWN = "11-step-stopped-while-worker-down"
+# Issue 14: claude_execute became available (before, its step failed without an activity).
+PATCH_CLAUDE_EXECUTE = "14-claude-execute"
 # Infrastructure retries only: a user-visible failure is StepFailed and never retried here.
 STEP_ACTIVITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -127,6 +131,9 @@ class PipelineRunInput:
     default_step_image: str = ""
     # workspace_retention_hours is 0: the run removes its workspace when it ends.
     remove_workspace_at_end: bool = False
+    # issue 14: > 0 when the run has a callback URL: its end starts A2ACallbackWorkflow
+    # (workflows/a2a_callback.py) with this many delivery attempts
+    a2a_callback_attempts: int = 0
 
 
 @dataclass
@@ -330,6 +337,8 @@ class PipelineRunWorkflow:
         self._event("run_completed", {"status": status, "error": error})
         await self._flush()
         await self._settle_commit_status(pending_status, status, error)
+        if inp.a2a_callback_attempts:
+            await start_run_callback(inp.run_id, inp.account_id, inp.a2a_callback_attempts)
         if inp.remove_workspace_at_end:
             await self._remove_workspace()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -439,6 +448,8 @@ class PipelineRunWorkflow:
                 self._finish_step(step, position, 1, "skipped")
                 continue
             kind = step_type(step["type"])
+            if kind is not None and kind.name == "claude_execute" and not workflow.patched(PATCH_CLAUDE_EXECUTE):
+                kind = None  # a history from before issue 14, when the type was not available yet
             if kind is None or not kind.available:
                 self._finish_step(step, position, 1, "failure",
                                   error=f"step type '{step['type']}' is not available yet in this release")
@@ -592,6 +603,12 @@ class PipelineRunWorkflow:
             try:
                 if kind.runner == StepRunner.ROLLOUT:
                     outputs, error = await self._run_deploy(step, attempt, step_input, timeout, position)
+                    self._current = None
+                    self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
+                                      outputs=outputs)
+                    return
+                if kind.runner == StepRunner.INTEGRATION:  # issue 14: patched inside, only this type gets here
+                    outputs, error = await run_integration_step(step_input, attempt, timeout)
                     self._current = None
                     self._finish_step(step, position, attempt, "failure" if error else "success", error=error,
                                       outputs=outputs)

@@ -9,6 +9,7 @@ import json
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy.orm import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -17,6 +18,7 @@ from activities.containers.contract import FINAL_STATUSES, FinishContainerInput,
 from activities.containers.spec import ContainerSpec
 from activities.steps import refuse_private_target
 from adapters.secret_backends import SecretResolutionError, resolve_secrets
+from db.models import ContainerInstance
 from settings import Settings
 
 
@@ -30,7 +32,7 @@ class CallbackActivities(ContainerActivitiesBase):
         The key is the value of the account secret named by ``spec.callback_secret`` when set,
         else ``callback_signing_key(settings, account_id)``."""
         body, url, key = await asyncio.to_thread(self._finish_row, inp)
-        if not url:
+        if not url or not inp.send_callback:  # sent by A2ACallbackWorkflow (workflows/a2a_callback.py)
             return FinishContainerResult()
         status = await self._send_callback(inp, url, key, body)
         await asyncio.to_thread(self._record_callback, inp, status)
@@ -47,28 +49,11 @@ class CallbackActivities(ContainerActivitiesBase):
                 self._set_status(session, instance, inp.status, error=inp.error, exit_code=instance.exit_code)
             if not instance.callback_url or (instance.callback_status or "").startswith("delivered"):
                 return b"", None, b""
-            spec = ContainerSpec.from_instance(instance)
-            key = callback_signing_key(self._settings, instance.account_id)
-            if spec.callback_secret:
-                try:
-                    key = resolve_secrets(session, self._settings, instance.account_id,
-                                          [spec.callback_secret])[spec.callback_secret].encode()
-                except SecretResolutionError as exc:
-                    instance.callback_status = f"not sent: {exc}"[:100]
-                    return b"", None, b""
-            payload = {
-                "event": "container.finished", "instance_id": instance.id, "account_id": instance.account_id,
-                "status": instance.status, "exit_code": instance.exit_code, "error": instance.error,
-                "image": instance.image, "image_digest": instance.image_digest,
-                "run_id": instance.run_id, "step_id": instance.step_id,
-                "started_at": instance.started_at.isoformat() if instance.started_at else None,
-                "finished_at": instance.finished_at.isoformat() if instance.finished_at else None,
-                "usage": instance.usage, "violations": instance.violations,
-                "artifacts": [{k: a.get(k) for k in ("name", "size_bytes", "sha256", "error") if k in a}
-                              for a in instance.artifacts or []],
-            }
-            body = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
-            return body, instance.callback_url, key
+            key = signing_key(session, self._settings, instance)
+            if isinstance(key, str):
+                instance.callback_status = key
+                return b"", None, b""
+            return container_payload(instance), instance.callback_url, key
 
     async def _send_callback(self, inp: FinishContainerInput, url: str, key: bytes, body: bytes) -> str:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
@@ -104,6 +89,35 @@ class CallbackActivities(ContainerActivitiesBase):
             instance = self._load(session, inp)  # type: ignore[arg-type]
             instance.callback_status = status[:100]
             self._event(session, instance, "callback", {"status": status})
+
+
+def signing_key(session: Session, settings: Settings, instance: ContainerInstance) -> bytes | str:
+    """The key of an execution's callback: its ``callback_secret``'s value, else the account's
+    derived key; a str says why there is none (the secret is gone)."""
+    spec = ContainerSpec.from_instance(instance)
+    if not spec.callback_secret:
+        return callback_signing_key(settings, instance.account_id)
+    try:
+        return resolve_secrets(session, settings, instance.account_id,
+                               [spec.callback_secret])[spec.callback_secret].encode()
+    except SecretResolutionError as exc:
+        return f"not sent: {exc}"[:100]
+
+
+def container_payload(instance: ContainerInstance) -> bytes:
+    """The signed body of ``container.finished``."""
+    payload = {
+        "event": "container.finished", "instance_id": instance.id, "account_id": instance.account_id,
+        "status": instance.status, "exit_code": instance.exit_code, "error": instance.error,
+        "image": instance.image, "image_digest": instance.image_digest,
+        "run_id": instance.run_id, "step_id": instance.step_id, "a2a_task_id": instance.a2a_task_id,
+        "started_at": instance.started_at.isoformat() if instance.started_at else None,
+        "finished_at": instance.finished_at.isoformat() if instance.finished_at else None,
+        "usage": instance.usage, "violations": instance.violations,
+        "artifacts": [{k: a.get(k) for k in ("name", "size_bytes", "sha256", "error") if k in a}
+                      for a in instance.artifacts or []],
+    }
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
 
 
 def callback_signing_key(settings: Settings, account_id: int) -> bytes:

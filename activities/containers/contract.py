@@ -81,6 +81,7 @@ class FinishContainerInput:
     status: str
     error: str | None = None
     exit_code: int | None = None
+    send_callback: bool = True  # False: A2ACallbackWorkflow delivers it (issue 14)
 
 
 @dataclass

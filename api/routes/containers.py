@@ -111,7 +111,7 @@ def instance_public(session: Session, row: ContainerInstance, temporal: Temporal
                                   created_at=a.created_at) for a in artifacts],
         events=[ContainerEventPublic(id=e.id, event_type=e.event_type, payload=e.payload or {},
                                      created_at=e.created_at) for e in events],
-        callback_url=row.callback_url, callback_status=row.callback_status,
+        callback_url=row.callback_url, callback_status=row.callback_status, a2a_task_id=row.a2a_task_id,
         temporal_ui_url=temporal.ui_url(row.workflow_id) if row.workflow_id else None,
     )
 
@@ -129,11 +129,12 @@ def _event(row: ContainerInstance, event_type: str, payload: dict[str, Any], ded
                           payload={"status": row.status, **payload}, dedupe_key=dedupe_key)
 
 
-def _start_workflow(temporal: TemporalGateway, row: ContainerInstance) -> None:
+def _start_workflow(temporal: TemporalGateway, row: ContainerInstance, a2a_attempts: int) -> None:
     temporal.call(
         temporal.start,
         ContainerExecutionWorkflow.run,
-        ContainerExecutionInput(instance_id=row.id, account_id=row.account_id),
+        ContainerExecutionInput(instance_id=row.id, account_id=row.account_id,
+                                a2a_callback_attempts=a2a_attempts if row.callback_url else 0),
         id=container_workflow_id(row.id),
         search_attributes=TypedSearchAttributes([SearchAttributePair(ACCOUNT_ID, row.account_id)]),
         static_summary=f"container {row.name} ({row.image})",
@@ -185,6 +186,7 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
         image=spec["image"], spec=hardened(spec, template.id if template else None),
         reserved_cpu=spec["cpu_limit"], reserved_memory_mb=spec["memory_mb"], reserved_storage_mb=spec["storage_mb"],
         timeout_seconds=spec["timeout_seconds"], callback_url=body.callback_url, created_by_user_id=caller.user_id,
+        a2a_task_id=body.a2a_task_id,
     )
     session.add(row)
     session.flush()
@@ -206,7 +208,7 @@ def launch_container(body: ContainerLaunch, session: SessionDep, caller: WriterC
     session.commit()
 
     try:
-        _start_workflow(temporal, row)
+        _start_workflow(temporal, row, settings.a2a_callback_max_attempts)
     except Exception as exc:  # Temporal unreachable or refusing: say so, keep the row honest
         row.status = "failed"
         row.error = f"the container could not be started: Temporal did not accept it ({type(exc).__name__})"

@@ -22,6 +22,7 @@ from api.schemas import (
 )
 from db.models import PipelineRun, StepLogChunk
 from domain.step_types import FINISHED_RUN_STATUSES, RUN_STATUSES, TRIGGER_TYPES
+from services import a2a
 from services import runs as services
 
 router = APIRouter(prefix="/pipeline_runs", tags=["pipeline runs"])
@@ -174,6 +175,8 @@ def retry_run(
         trigger_context=original.trigger_context, user_id=caller.user_id, snapshot=original.pipeline_snapshot,
         retry_of=original, from_step=from_step,
     )
+    a2a.link_run(run, a2a_task_id=original.a2a_task_id, callback_url=original.a2a_callback_url,
+                 callback_secret=original.a2a_callback_secret)
     if idem is not None:
         idem.attach(run.id)
     session.commit()

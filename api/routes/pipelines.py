@@ -29,6 +29,7 @@ from domain.pipeline_document import (
     parse_yaml,
 )
 from domain.step_types import FINISHED_RUN_STATUSES
+from services import a2a
 from services import runs as services
 from services import schedules as schedule_service
 
@@ -237,8 +238,12 @@ def trigger_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller
         raise errors.conflict("this pipeline is inactive; set is_active to true to run it")
     if idem is not None and not idem.claim():  # a concurrent request with this key won
         return idempotency.replay(response, idem.wait_existing(), render)
+    a2a.check_link(session, settings, caller.account_id, callback_url=body.callback_url,
+                   callback_secret=body.callback_secret)
     run = services.create_run(session, pipeline, trigger_type=body.trigger_type, inputs=body.inputs,
                               trigger_context=body.context, user_id=caller.user_id)
+    a2a.link_run(run, a2a_task_id=body.a2a_task_id, callback_url=body.callback_url,
+                 callback_secret=body.callback_secret)
     if idem is not None:
         idem.attach(run.id)
     session.commit()

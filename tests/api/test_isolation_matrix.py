@@ -18,7 +18,8 @@ published, installed by B), schedule, secret, git provider with an OAuth app + c
 GitHub), synced repository with our webhook and one signed delivery, pipeline link, Docker host +
 container + network + volume + built image, registry holding that image, swarm cluster + service +
 stack + network + volume + secret + config, rollout (paused canary), container template, container
-instance with a collected artifact. Not made: a template rating (B may not rate its own template,
+instance with a collected artifact, AI config, prompt template (two versions), integration template
+(private), credential, instance and a finished execution (issue 14). Not made: a template rating (B may not rate its own template,
 and a rating has no id in any path), an approval token and an OAuth state (capabilities held only
 by their recipient, see EXCLUDED).
 """
@@ -199,6 +200,26 @@ def _make_containers(w: World) -> None:
         "artifact_paths": ["/work/out"], "timeout_seconds": 60}), 201)["id"]
 
 
+def _make_ai_and_integrations(w: World) -> None:
+    c, m, ids = w.b.client, w.marker, w.ids
+    ids["ai_config"] = ok(c.post("/ai_configs", json={"name": f"b-ai-{m}", "provider": "anthropic", "model": "m",
+                                                      "api_key": f"b-model-key-{m}"}))["id"]
+    ids["prompt_template"] = ok(c.post("/prompt_templates", json={"name": f"b-prompt-{m}",
+                                                                  "body": "hi {{ x }}"}))["id"]
+    ok(c.post(f"/prompt_templates/{ids['prompt_template']}/versions", json={"body": "hello {{ x }}"}))
+    ids["integration_template"] = ok(c.post("/integration_templates", json={
+        "name": f"b-itpl-{m}", "slug": f"b-itpl-{m}", "integration_type": "custom", "category": "testing",
+        "is_public": False}))["id"]
+    ids["integration_credential"] = ok(c.post("/integration_credentials", json={
+        "name": f"b-icred-{m}", "fields": {"token": f"b-integration-token-{m}"}}))["id"]
+    ids["integration_instance"] = ok(c.post("/integration_instances", json={
+        "template_id": ids["integration_template"], "name": f"b-inst-{m}", "configuration": {"handler": "echo"},
+        "credential_id": ids["integration_credential"]}))["id"]
+    execution = ok(c.post(f"/integration_instances/{ids['integration_instance']}/execute", params={"wait": 30},
+                          json={"inputs": {"b": m}}), 200, 201, 202)
+    ids["integration_execution"] = execution["id"]
+
+
 def _finish(w: World) -> None:
     """Wait for what runs in the background: the run, the container's artifact, the delivery."""
     c, ids = w.b.client, w.ids
@@ -289,6 +310,7 @@ def world(stack: Stack, github: FakeGitHub) -> Iterator[World]:
         _make_docker(w, engine)
         _make_swarm(w, engine, image_v2)
         _make_containers(w)
+        _make_ai_and_integrations(w)
         _finish(w)
         w.ids["a_registry"] = ok(w.a.client.post("/docker/registries", json={
             "name": "a-reg", "url": "http://127.0.0.1:5000"}))["id"]
@@ -327,6 +349,9 @@ def b_value(w: World, path: str, param: str) -> str:
     by_context = {
         ("template_id", "/pipeline_templates"): ids["template"],
         ("template_id", "/container_templates"): ids["container_template"],
+        ("template_id", "/prompt_templates"): ids["prompt_template"],
+        ("credential_id", "/integration_credentials"): ids["integration_credential"],
+        ("instance_id", "/integration_instances"): ids["integration_instance"],
         ("name", "/secrets"): ids["secret"],
         ("name", "/docker/hosts/{host_id}/volumes"): ids["volume"],
         ("name", "/docker/registries"): ids["registry_repo"],
@@ -351,7 +376,8 @@ def b_value(w: World, path: str, param: str) -> str:
         "image": ids["image"], "registry_id": ids["registry"], "tag": "v1", "deployment_id": ids["deployment"],
         "cluster_id": ids["cluster"], "node_id": ids["node"], "instance_id": ids["instance"],
         "artifact_id": ids["artifact"], "user_id": ids["user"], "invitation_id": ids["invitation"],
-        "token_id": ids["token"],
+        "token_id": ids["token"], "ai_config_id": ids["ai_config"],
+        "integration_template_id": ids["integration_template"], "execution_id": ids["integration_execution"],
     }
     if param not in by_name:
         raise AssertionError(f"no resource of B is mapped to path parameter {param!r} of {path}: add it to b_value")
@@ -397,6 +423,16 @@ def body_for(w: World, method: str, template: str) -> dict[str, Any] | None:
         "POST /swarm/clusters/{cluster_id}/secrets": {"name": "stolen", "data": "x"},
         "POST /swarm/clusters/{cluster_id}/configs": {"name": "stolen", "data": "x"},
         "PATCH /container_templates/{template_id}": {"command": ["true"]},
+        "PATCH /ai_configs/{ai_config_id}": {"model": "stolen"},
+        "PATCH /prompt_templates/{template_id}": {"description": "stolen"},
+        "POST /prompt_templates/{template_id}/versions": {"body": "stolen {{ x }}"},
+        "POST /prompt_templates/{template_id}/render": {"variables": {"x": 1}},
+        "PATCH /integration_templates/{integration_template_id}": {"description": "stolen"},
+        "POST /integration_templates/{integration_template_id}/install": {"name": "stolen",
+                                                                          "configuration": {"handler": "echo"}},
+        "PATCH /integration_credentials/{credential_id}": {"fields": {"token": "stolen"}},
+        "PATCH /integration_instances/{instance_id}": {"status": "paused"},
+        "POST /integration_instances/{instance_id}/execute": {"inputs": {}},
     }
     key = f"{method} {template}"
     if key in bodies:
@@ -477,6 +513,14 @@ def snapshot(w: World) -> dict[str, Any]:
         "users": get("/users"),
         "tokens": [{k: v for k, v in t.items() if k != "last_used_at"} for t in get("/tokens")["data"]],
         "invitations": get("/invitations"),
+        "ai_config": get(f"/ai_configs/{ids['ai_config']}"),
+        "prompt_template": get(f"/prompt_templates/{ids['prompt_template']}"),
+        "prompt_versions": get(f"/prompt_templates/{ids['prompt_template']}/versions"),
+        "integration_template": {k: v for k, v in get(f"/integration_templates/{ids['integration_template']}").items()
+                                 if k != "usage_count"},
+        "integration_credential": get(f"/integration_credentials/{ids['integration_credential']}"),
+        "integration_instance": get(f"/integration_instances/{ids['integration_instance']}"),
+        "integration_executions": get("/integration_executions", "count"),
     }
 
 
@@ -560,7 +604,8 @@ def test_the_webhook_intake_and_approval_links_need_their_own_credential(world: 
 #: List operations' query parameters that take an id: A asks for B's.
 QUERY_IDS = {"pipeline_id": "pipeline", "cluster_id": "cluster", "provider_id": "provider",
              "repository_id": "repository", "host_id": "host", "credential_id": "credential",
-             "template_id": "template", "schedule_id": "schedule", "run_id": "run"}
+             "template_id": "template", "schedule_id": "schedule", "run_id": "run",
+             "instance_id": "integration_instance", "ai_config_id": "ai_config"}
 #: GETs without path parameters that are not lists of account objects.
 #: The ids of B's that each list must not hold (every list is also searched for B's names).
 LIST_KINDS = {"/pipelines": ("pipeline", "installed"), "/pipeline_runs": ("run",),
@@ -569,7 +614,12 @@ LIST_KINDS = {"/pipelines": ("pipeline", "installed"), "/pipeline_runs": ("run",
               "/docker/hosts": ("host",), "/docker/registries": ("registry",), "/swarm/clusters": ("cluster",),
               "/swarm/deployments": ("deployment",), "/container_templates": ("container_template",),
               "/containers": ("instance",), "/users": ("user",), "/tokens": ("token",),
-              "/invitations": ("invitation",), "/audit_events": ("audit_event",)}
+              "/invitations": ("invitation",), "/audit_events": ("audit_event",),
+              "/ai_configs": ("ai_config",), "/prompt_templates": ("prompt_template",),
+              "/integration_templates": ("integration_template",),
+              "/integration_credentials": ("integration_credential",),
+              "/integration_instances": ("integration_instance",),
+              "/integration_executions": ("integration_execution",)}
 NOT_LISTS = {"/users/me", "/container_policy", "/container_quotas", "/pipeline_runs/stream",
              "/providers/oauth/callback"}
 
@@ -638,6 +688,8 @@ def test_another_accounts_ids_in_a_body_are_refused_and_change_nothing(world: Wo
                                                                "full_name": "c/own"}))["id"]
     own_host = ok(c.client.post("/docker/hosts", json={"name": "c-host", "endpoint": SOCKET,
                                                        "auto_sync": False}))["id"]
+    own_integration = ok(c.client.post("/integration_templates", json={
+        "name": "c-itpl", "slug": "c-itpl", "integration_type": "custom", "category": "testing"}))["id"]
     before = snapshot(world)
     problems = []
     try:
@@ -658,6 +710,14 @@ def test_another_accounts_ids_in_a_body_are_refused_and_change_nothing(world: Wo
             ("POST", "/swarm/deployments", {"cluster_id": ids["cluster"], "service": ids["service"],
                                             "image": image, "strategy": "rolling"}),
             ("POST", "/containers", {"template_id": ids["container_template"], "command": ["true"]}),
+            ("POST", "/integration_instances", {"template_id": ids["integration_template"], "name": "c-stolen",
+                                                "configuration": {"handler": "echo"}}),
+            ("POST", "/integration_instances", {"template_id": own_integration, "name": "c-stolen",
+                                                "configuration": {"handler": "echo"},
+                                                "credential_id": ids["integration_credential"]}),
+            ("POST", f"/integration_templates/{own_integration}/install",
+             {"name": "c-stolen", "configuration": {"handler": "echo"}, "credential_id": ids["integration_credential"]}),
+            ("POST", "/missions/trigger", {"pipeline_id": ids["pipeline"], "mission_id": "c-stolen"}),
         ]:
             response = c.client.request(method, path, json=body)
             if response.status_code not in (404, 422):
@@ -668,6 +728,8 @@ def test_another_accounts_ids_in_a_body_are_refused_and_change_nothing(world: Wo
         assert c.client.get("/repositories").json()["count"] == 1
         assert c.client.get("/containers").json()["count"] == 0
         assert c.client.get("/swarm/deployments").json()["count"] == 0
+        assert c.client.get("/integration_instances").json()["count"] == 0
+        assert c.client.get("/pipeline_runs").json()["count"] == 0
     finally:
         c.client.delete(f"/docker/hosts/{own_host}")
     assert not problems, "\n".join(problems)

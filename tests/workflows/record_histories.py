@@ -344,3 +344,99 @@ def test_record_pipeline_run_with_an_approved_deploy_step(stack, swarm, images):
     save(stack, "pipeline-run-deploy-step-approved", final["workflow_id"])
     deployment = steps_by_id(final)["ship"]["outputs"]["deployment_id"]
     save(stack, "rollout-canary-pipeline-child", f"rollout-{deployment}")
+
+
+# ---- integrations (issue 14) --------------------------------------------------------------------------------
+
+
+def test_record_integration_executions_and_an_integration_step(stack):
+    from tests.integrations import test_integration_executions as handlers  # registers test_block
+    from tests.integrations.helpers import create_template, execute, install, unique, wait_execution
+    from tests.integrations.receivers import Answer, Receiver
+
+    assert handlers.block
+    acct = stack.account()
+    client = acct.client
+    receiver = Receiver(Answer(503, "busy"), Answer(200, {"build": {"id": "b-1"}}))
+    try:
+        hook = create_template(client, "webhook", output_schema={"type": "object", "required": ["build_id"]})
+        name = unique("hook")
+        instance = install(client, hook["id"], {"url": receiver.url, "response_mapping": {"build_id": "$.build.id"}},
+                           name=name)
+        retried = wait_execution(client, execute(client, instance["id"], {"n": 1}, wait=0)["id"])
+        assert retried["status"] == "success" and retried["attempts"] == 2, retried
+        closed(stack, retried["workflow_id"])
+        save(stack, "integration-execution-retried-success", retried["workflow_id"])
+
+        broken = install(client, create_template(client, "custom")["id"], {"handler": "not-registered"})
+        failed = wait_execution(client, execute(client, broken["id"], wait=0)["id"])
+        assert failed["status"] == "failure"
+        closed(stack, failed["workflow_id"])
+        save(stack, "integration-execution-failure", failed["workflow_id"])
+
+        blocking = install(client, create_template(client, "custom")["id"], {"handler": "test_block"})
+        started = execute(client, blocking["id"], wait=0)
+        wait_for(lambda: client.get(f"/integration_executions/{started['id']}").json()["status"] == "running",
+                 message="the execution to run")
+        assert client.post(f"/integration_executions/{started['id']}/cancel").status_code == 202
+        assert wait_execution(client, started["id"])["status"] == "cancelled"
+        closed(stack, started["workflow_id"])
+        save(stack, "integration-execution-cancelled", started["workflow_id"])
+
+        pid = create_pipeline(acct, steps=[
+            {"id": "hook", "type": "integration", "with": {"instance": name, "inputs": {"ref": "main"}}},
+            sh("use", 'test "$B" = "b-1"', env={"B": "${{ steps.hook.outputs.build_id }}"})])
+        run = wait_run(client, trigger(acct, pid)["id"])
+        assert run["status"] == "success", run
+        save(stack, "pipeline-run-integration-step", run["workflow_id"])
+        child = client.get(f"/integration_executions/{steps_by_id(run)['hook']['outputs']['execution_id']}").json()
+        save(stack, "integration-execution-pipeline-step", child["workflow_id"])
+    finally:
+        receiver.close()
+
+
+# ---- claude_execute (issue 14) ---------------------------------------------------------------------------
+
+
+def test_record_pipeline_run_with_a_claude_execute_step(stack):
+    from tests.ai.fake_model_api import API_KEY, FakeModelApi
+
+    fake = FakeModelApi().start()
+    try:
+        acct = stack.account()
+        assert acct.client.post("/ai_configs", json={"name": "claude", "provider": "anthropic", "model": "claude-x",
+                                                     "api_key": API_KEY, "base_url": fake.url}).status_code == 201
+        pid = create_pipeline(acct, steps=[
+            {"id": "ai", "type": "claude_execute", "with": {"prompt": "Say {{ word }}", "variables": {"word": "hi"}}},
+            sh("use", 'test -n "$R"', env={"R": "${{ steps.ai.outputs.response }}"}),
+        ])
+        final = wait_run(acct.client, trigger(acct, pid)["id"], timeout=60)
+        assert final["status"] == "success", final
+        save(stack, "pipeline-run-claude-execute", final["workflow_id"])
+    finally:
+        fake.stop()
+
+
+# ---- A2A callbacks (issue 14) ----------------------------------------------------------------------------
+
+
+def test_record_pipeline_run_with_an_a2a_callback(stack):
+    from activities.containers.callbacks import callback_signing_key
+    from tests.a2a.receiver import Receiver
+
+    acct = stack.account()
+    receiver = Receiver(callback_signing_key(stack.settings, acct.id), codes=[503])
+    try:
+        pid = create_pipeline(acct, steps=[sh("ok", "true")])
+        response = acct.client.post(f"/pipelines/{pid}/trigger", json={"a2a_task_id": "t-1",
+                                                                      "callback_url": receiver.url})
+        assert response.status_code == 201, response.text
+        final = wait_run(acct.client, response.json()["id"])
+        assert final["status"] == "success", final
+        save(stack, "pipeline-run-a2a-callback", final["workflow_id"])
+        callback_id = f"a2a-callback-run-{final['id']}"
+        closed(stack, callback_id)
+        assert [d["code"] for d in receiver.deliveries] == [503, 200]
+        save(stack, "a2a-callback-retried-delivered", callback_id)
+    finally:
+        receiver.close()

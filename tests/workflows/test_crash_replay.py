@@ -60,6 +60,13 @@ REQUIRED = {
     "rollout-blue-green-completed": "RolloutWorkflow",
     "rollout-canary-aborted": "RolloutWorkflow",
     "rollout-canary-pipeline-child": "RolloutWorkflow",
+    "pipeline-run-integration-step": "PipelineRunWorkflow",
+    "integration-execution-retried-success": "IntegrationExecutionWorkflow",
+    "integration-execution-failure": "IntegrationExecutionWorkflow",
+    "integration-execution-cancelled": "IntegrationExecutionWorkflow",
+    "integration-execution-pipeline-step": "IntegrationExecutionWorkflow",
+    "pipeline-run-a2a-callback": "PipelineRunWorkflow",
+    "a2a-callback-retried-delivered": "A2ACallbackWorkflow",
 }
 
 

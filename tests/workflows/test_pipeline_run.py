@@ -251,12 +251,15 @@ def test_expression_values_never_run_as_shell(stack, tmp_path):
     assert not pwned.exists() and not pwned2.exists()
 
 
-def test_an_unavailable_step_type_fails_with_a_clear_message(stack):
+def test_claude_execute_is_available_and_checks_its_with(stack):
+    # issue 14: the type used to fail as "not available yet"; now it runs its activity, which
+    # refuses a `with` naming no prompt (the full step is tested in tests/ai/)
     acct = stack.account()
     pid = create_pipeline(acct, steps=[{"id": "ship", "type": "claude_execute", "with": {}}])
     run = wait_run(acct.client, trigger(acct, pid)["id"])
     assert run["status"] == "failure"
-    assert steps_by_id(run)["ship"]["error"] == "step type 'claude_execute' is not available yet in this release"
+    error = steps_by_id(run)["ship"]["error"]
+    assert "not available" not in error and "exactly one of `with.prompt`" in error
 
 
 def test_custom_steps_run_registered_handlers(stack):

@@ -54,6 +54,8 @@ def expected_cells(entry: StepType) -> list[str]:
         runs_as = f"activity `{entry.activity}`"
     elif entry.runner == StepRunner.ROLLOUT:
         runs_as = "child `RolloutWorkflow`"
+    elif entry.runner == StepRunner.INTEGRATION:
+        runs_as = "child `IntegrationExecutionWorkflow`"
     else:
         runs_as = "workflow (condition, else approval gate)"
     return [runs_as, ", ".join(f"`{name}`" for name in entry.required_with), "yes" if entry.container_capable else ""]
