@@ -149,6 +149,8 @@ class PipelineRun(Base):
     __table_args__ = (
         UniqueConstraint("pipeline_id", "run_number"),
         Index("ix_pipeline_runs_account_id_id", "account_id", "id"),
+        # one run per mission (+ A2A task) and account, even for concurrent triggers (NULLs: any number)
+        Index("uq_pipeline_runs_account_id_mission_key", "account_id", "mission_key", unique=True),
         WORKFLOW_ID_TABLE,
     )
 
@@ -178,6 +180,9 @@ class PipelineRun(Base):
     a2a_callback_url: Mapped[str | None] = mapped_column(String(2000), default=None)
     a2a_callback_secret: Mapped[str | None] = mapped_column(String(100), default=None)  # an account secret's name
     a2a_callback_status: Mapped[str | None] = mapped_column(String(100), default=None)
+    # The run a mission trigger started: sha256 hex of mission id + "\0" + A2A task id
+    # (services.missions.mission_key); NULL for every other run, retries of a mission run included.
+    mission_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
     steps: Mapped[list[StepExecution]] = relationship(
         order_by="(StepExecution.position, StepExecution.attempt)", lazy="selectin", viewonly=True

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import Pipeline, PipelineRun
@@ -32,15 +34,30 @@ def find_pipeline(session: Session, account_id: int, pipeline_id: int | None, na
     return found
 
 
+def mission_key(mission_id: str, a2a_task_id: str | None) -> str:
+    """What makes a trigger "the same" (with the account): unique on runs (migration 0013)."""
+    return hashlib.sha256(f"{mission_id}\0{a2a_task_id or ''}".encode()).hexdigest()
+
+
 def existing_run(session: Session, account_id: int, mission_id: str, a2a_task_id: str | None) -> PipelineRun | None:
     """The run an earlier trigger of this mission (and task) started, if any."""
-    candidates = session.scalars(select(PipelineRun).where(
-        PipelineRun.account_id == account_id, PipelineRun.trigger_type == "mission",
-        PipelineRun.a2a_task_id.is_(None) if a2a_task_id is None else PipelineRun.a2a_task_id == a2a_task_id,
-    ).order_by(PipelineRun.id)).all()
-    for run in candidates:
-        if ((run.trigger_context or {}).get("mission") or {}).get("id") == mission_id:
-            return run
+    return session.scalars(select(PipelineRun).where(
+        PipelineRun.account_id == account_id,
+        PipelineRun.mission_key == mission_key(mission_id, a2a_task_id))).first()
+
+
+def commit_or_existing(session: Session, account_id: int, mission_id: str,
+                       a2a_task_id: str | None) -> PipelineRun | None:
+    """Commit a new mission run; None when it is committed. A concurrent identical trigger that
+    committed first makes the insert fail on the unique mission key: roll back and give its run."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        found = existing_run(session, account_id, mission_id, a2a_task_id)
+        if found is None:  # another constraint failed: not ours to hide
+            raise
+        return found
     return None
 
 
@@ -64,6 +81,7 @@ def trigger(session: Session, settings: Settings, account_id: int, actor: Actor,
         trigger_context={"mission": {"id": mission_id, "context": context}, "a2a_task_id": a2a_task_id},
     )
     a2a.link_run(run, a2a_task_id=a2a_task_id, callback_url=callback_url, callback_secret=callback_secret)
+    run.mission_key = mission_key(mission_id, a2a_task_id)
     record(session, account_id, actor, "mission.triggered", target_type="pipeline_run", target_id=run.id,
            details={"mission_id": mission_id, "a2a_task_id": a2a_task_id, "pipeline_id": target.id})
     return run, True

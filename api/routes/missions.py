@@ -31,8 +31,11 @@ def trigger_mission(body: MissionTrigger, session: SessionDep, caller: WriterCal
         pipeline=body.pipeline, mission_id=body.mission_id, a2a_task_id=body.a2a_task_id,
         callback_url=body.callback_url, callback_secret=body.callback_secret, context=body.context,
         inputs=body.inputs)
-    if not created:
-        response.status_code = status.HTTP_200_OK
-        return run_public(run, temporal)
-    session.commit()
-    return start_and_describe(session, temporal, settings, run)
+    if created:
+        # A concurrent identical trigger may have committed its run first: then that one is the answer.
+        earlier = missions.commit_or_existing(session, caller.account_id, body.mission_id, body.a2a_task_id)
+        if earlier is None:
+            return start_and_describe(session, temporal, settings, run)
+        run = earlier
+    response.status_code = status.HTTP_200_OK
+    return run_public(run, temporal)

@@ -4,6 +4,8 @@ URL, signed, durably (A2ACallbackWorkflow retries on 5xx, stops at 4xx)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -11,7 +13,8 @@ from activities.containers.callbacks import callback_signing_key
 from tests.a2a.receiver import Receiver
 from tests.docker_support import busybox_image, docker_or_skip
 from tests.harness import wait_for, wait_run
-from tests.workflows.test_pipeline_run import create_pipeline, sh
+from tests.workflows.test_pipeline_run import create_pipeline, sh, steps_by_id
+from workflows.a2a_callback import callback_workflow_id
 
 
 @pytest.fixture
@@ -97,7 +100,53 @@ def test_a_4xx_answer_is_recorded_as_failed_and_not_retried(stack, receiver_fact
     run = trigger_linked(acct, pid, a2a_task_id="t-404", callback_url=receiver.url)
     wait_run(acct.client, run["id"])
     assert callback_status(acct, run["id"], "failed") == "failed: HTTP 404"
+    handle = stack.temporal.get_workflow_handle(callback_workflow_id("run", run["id"]))
+    assert stack.infra.run(handle.result()) == "failed: HTTP 404"  # the delivery ended: no retry to come
     assert len(receiver.deliveries) == 1
+
+
+def test_a_cancelled_run_sends_its_callback_with_status_cancelled(stack, receiver_factory):
+    acct = stack.account()
+    receiver = receiver_factory(callback_signing_key(stack.settings, acct.id))
+    pid = create_pipeline(acct, steps=[sh("long", "sleep 300"), sh("never", "true")])
+    run = trigger_linked(acct, pid, a2a_task_id="t-cancel", callback_url=receiver.url)
+    wait_for(lambda: steps_by_id(acct.client.get(f"/pipeline_runs/{run['id']}").json())["long"]["status"]
+             == "running", message="the step to start")
+    assert acct.client.post(f"/pipeline_runs/{run['id']}/cancel").status_code == 202
+    assert wait_run(acct.client, run["id"], timeout=30)["status"] == "cancelled"
+    assert callback_status(acct, run["id"], "delivered") == "delivered: HTTP 200"
+    [delivery] = receiver.deliveries
+    assert delivery["signature_ok"]
+    body = delivery["body"]
+    assert (body["a2a_task_id"], body["run_id"], body["status"]) == ("t-cancel", run["id"], "cancelled")
+    assert body["error"] == "run cancelled" and body["finished_at"]
+
+
+@contextmanager
+def callback_attempts(stack, attempts: int) -> Iterator[None]:
+    """The running API (the run's workflow input) and worker (the activity's last-attempt check)
+    read this very settings object; tests in a process run one at a time."""
+    before = stack.settings.a2a_callback_max_attempts
+    stack.settings.a2a_callback_max_attempts = attempts
+    try:
+        yield
+    finally:
+        stack.settings.a2a_callback_max_attempts = before
+
+
+def test_a_receiver_failing_every_attempt_is_given_up_after_the_configured_attempts(stack, receiver_factory):
+    acct = stack.account()
+    receiver = receiver_factory(callback_signing_key(stack.settings, acct.id), codes=[503] * 5)
+    pid = create_pipeline(acct, steps=[sh("ok", "true")])
+    with callback_attempts(stack, 2):
+        run = trigger_linked(acct, pid, a2a_task_id="t-gave-up", callback_url=receiver.url)
+        assert wait_run(acct.client, run["id"])["status"] == "success"
+        status = callback_status(acct, run["id"], "gave up after")
+    assert status == "gave up after 2 attempts: HTTP 503"
+    assert [d["code"] for d in receiver.deliveries] == [503, 503]
+    assert all(d["signature_ok"] for d in receiver.deliveries)
+    closed = stack.infra.run(stack.temporal.get_workflow_handle(callback_workflow_id("run", run["id"])).result())
+    assert closed == status  # the workflow ends with the same answer: no attempt after it
 
 
 def test_a_retry_keeps_the_link(stack, receiver_factory):

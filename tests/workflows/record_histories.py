@@ -440,3 +440,26 @@ def test_record_pipeline_run_with_an_a2a_callback(stack):
         save(stack, "a2a-callback-retried-delivered", callback_id)
     finally:
         receiver.close()
+
+
+def test_record_container_execution_with_an_a2a_callback(stack, image):
+    from activities.containers.callbacks import callback_signing_key
+    from tests.a2a.receiver import Receiver
+
+    acct = stack.account()
+    receiver = Receiver(callback_signing_key(stack.settings, acct.id))
+    try:
+        response = acct.client.post("/containers", json={"image": image, "command": ["sh", "-c", "echo done"],
+                                                         "callback_url": receiver.url, "a2a_task_id": "c-1"})
+        assert response.status_code == 201, response.text
+        instance_id = response.json()["id"]
+        closed(stack, f"container-{instance_id}", timeout=120)
+        save(stack, "container-execution-a2a-callback", f"container-{instance_id}")
+        callback_id = f"a2a-callback-container-{instance_id}"
+        closed(stack, callback_id)
+        [delivery] = receiver.deliveries
+        assert delivery["signature_ok"] and delivery["body"]["a2a_task_id"] == "c-1"
+        assert delivery["body"]["event"] == "container.finished"
+        save(stack, "a2a-callback-container-delivered", callback_id)
+    finally:
+        receiver.close()

@@ -60,6 +60,7 @@ REQUIRED = {
     "rollout-blue-green-completed": "RolloutWorkflow",
     "rollout-canary-aborted": "RolloutWorkflow",
     "rollout-canary-pipeline-child": "RolloutWorkflow",
+    "pipeline-run-claude-execute": "PipelineRunWorkflow",
     "pipeline-run-integration-step": "PipelineRunWorkflow",
     "integration-execution-retried-success": "IntegrationExecutionWorkflow",
     "integration-execution-failure": "IntegrationExecutionWorkflow",
@@ -67,6 +68,8 @@ REQUIRED = {
     "integration-execution-pipeline-step": "IntegrationExecutionWorkflow",
     "pipeline-run-a2a-callback": "PipelineRunWorkflow",
     "a2a-callback-retried-delivered": "A2ACallbackWorkflow",
+    "container-execution-a2a-callback": "ContainerExecutionWorkflow",
+    "a2a-callback-container-delivered": "A2ACallbackWorkflow",
 }
 
 
