@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,7 +83,29 @@ def required_scope_of(request: Request) -> str | None:
         raise Forbidden("this route has no access rule; refusing it") from None
 
 
-def authenticate(request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+SESSION_COOKIE = "devops_session"
+CSRF_COOKIE = "devops_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    """The dashboard's ``devops_session`` cookie as a bearer token (only when there is no
+    Authorization header). A cookie comes with every request the browser makes, so a change
+    (unsafe method) must also carry ``X-CSRF-Token`` equal to the ``devops_csrf`` cookie, which
+    only a page of this origin can read: 403 otherwise."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    if request.method.upper() not in SAFE_METHODS:
+        expected = request.cookies.get(CSRF_COOKIE, "")
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "CSRF token missing or wrong")
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
+
+
+def caller_of_token(request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     """The caller of a bearer token, or 401 (counted against the client address), or 429 when
     that address failed too often lately (decided before the token is looked at)."""
     security.refuse_if_locked_out(request)
@@ -106,6 +129,15 @@ def authenticate(request: Request, session: Session, credentials: HTTPAuthorizat
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = now
         session.commit()
+    return caller
+
+
+def authenticate(request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """The caller of the Authorization header's bearer token or else of the dashboard's session
+    cookie (:func:`session_credentials`), checked against the scope of the route."""
+    if credentials is None:
+        credentials = session_credentials(request)
+    caller = caller_of_token(request, session, credentials)
     needed = required_scope_of(request)
     if needed:
         caller.require(needed)

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
 from adapters.temporal import TemporalGateway
-from api import database_errors, errors, openapi, safe_parse, security
+from api import database_errors, errors, openapi, safe_parse, security, ui
 from api.routes import (
     accounts,
     ai_configs,
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     devops.include_router(missions.router)
     app.include_router(devops)
     app.include_router(health.router)
+    ui.install(app)  # the dashboard at /ui: static files and the session cookie (out of the schema)
     openapi.document_errors(app)  # 401/403/404/409/429/503 with their model, by rule (api/openapi.py)
     # operation id -> full path template: the scope each route needs is decided by its path (api.deps)
     app.state.route_templates = openapi.route_templates(app)

@@ -6,6 +6,8 @@
 #     with the vfs storage driver if needed; its log goes to /tmp/dockerd.log);
 #   - that engine in an active swarm (`docker swarm init --advertise-addr 127.0.0.1` if not);
 #   - /bin/busybox (busybox-static) and git;
+#   - /usr/bin/chromium (Debian's chromium), the browser of the dashboard tests (tests/ui,
+#     driven by Playwright; no `playwright install`, nothing downloaded at test time);
 #   - an image registry (Debian's docker-registry) on 127.0.0.1:5000 with tag deletion enabled,
 #     storage under /tmp (its log goes to /tmp/docker-registry.log);
 #   - Prometheus (Debian's prometheus) on 127.0.0.1:9090 scraping itself every second, for the
@@ -294,6 +296,16 @@ ensure_prometheus() {
     fi
 }
 
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then
+        echo "chromium: /usr/bin/chromium present"
+    else
+        apt_install chromium
+        [ -x /usr/bin/chromium ] || die "chromium installed but /usr/bin/chromium is still missing"
+        echo "chromium: installed Debian's chromium (/usr/bin/chromium)"
+    fi
+}
+
 ensure_git() {
     if command -v git >/dev/null 2>&1; then
         echo "git: $(git --version)"
@@ -309,5 +321,6 @@ ensure_docker
 ensure_swarm
 ensure_busybox
 ensure_git
+ensure_chromium
 ensure_registry
 ensure_prometheus

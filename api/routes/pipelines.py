@@ -85,20 +85,10 @@ def create_pipeline(session: SessionDep, caller: WriterCaller, temporal: Tempora
     return pipeline_public(pipeline)
 
 
-@router.post(
-    "/import", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED,
-    openapi_extra={"requestBody": {"content": {
-        "application/yaml": {"schema": {"type": "string"}, "example": dump_yaml(EXAMPLE_DOCUMENT)},
-        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
-    }, "required": True}},
-    responses={413: {"description": "the document is too large or too deep (api.safe_parse limits)"},
-               415: {"description": "neither YAML nor JSON"}},
-)
-def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                    settings: SettingsDep) -> PipelinePublic:
-    """Create a pipeline from a YAML (``Content-Type: application/yaml``) or JSON document."""
+def _document_of(request: Request, default_type: str) -> Any:
+    """The request's YAML or JSON document, parsed with the bounded parsers (api.safe_parse)."""
     raw = from_thread.run(request.body)  # the body is read on the event loop
-    content_type = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
+    content_type = request.headers.get("content-type", default_type).split(";")[0].strip().lower()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -121,6 +111,22 @@ def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller,
     else:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             "send the document as application/yaml or application/json")
+    return data
+
+
+@router.post(
+    "/import", response_model=PipelinePublic, status_code=status.HTTP_201_CREATED,
+    openapi_extra={"requestBody": {"content": {
+        "application/yaml": {"schema": {"type": "string"}, "example": dump_yaml(EXAMPLE_DOCUMENT)},
+        "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
+    }, "required": True}},
+    responses={413: {"description": "the document is too large or too deep (api.safe_parse limits)"},
+               415: {"description": "neither YAML nor JSON"}},
+)
+def import_pipeline(request: Request, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
+                    settings: SettingsDep) -> PipelinePublic:
+    """Create a pipeline from a YAML (``Content-Type: application/yaml``) or JSON document."""
+    data = _document_of(request, "application/yaml")
     document = validated(data, settings=settings)
     pipeline = services.apply_document(session, caller.account_id, document)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
@@ -133,13 +139,22 @@ def show_pipeline(pipeline_id: int, session: SessionDep, caller: CurrentCaller) 
     return pipeline_public(services.get_pipeline(session, caller.account_id, pipeline_id))
 
 
-@router.put("/{pipeline_id}", response_model=PipelinePublic)
-def replace_pipeline(pipeline_id: int, session: SessionDep, caller: WriterCaller, temporal: TemporalDep,
-                     settings: SettingsDep,
-                     document: Annotated[dict[str, Any], Body(examples=[EXAMPLE_DOCUMENT])]) -> PipelinePublic:
-    """Replace the whole definition with a new document."""
+DOCUMENT_BODY = {"requestBody": {"content": {
+    "application/json": {"schema": {"type": "object"}, "example": EXAMPLE_DOCUMENT},
+    "application/yaml": {"schema": {"type": "string"}, "example": dump_yaml(EXAMPLE_DOCUMENT)},
+}, "required": True}}
+
+
+@router.put("/{pipeline_id}", response_model=PipelinePublic, openapi_extra=DOCUMENT_BODY,
+            responses={413: {"description": "the document is too large or too deep (api.safe_parse limits)"},
+                       415: {"description": "neither JSON nor YAML"}})
+def replace_pipeline(pipeline_id: int, request: Request, session: SessionDep, caller: WriterCaller,
+                     temporal: TemporalDep, settings: SettingsDep) -> PipelinePublic:
+    """Replace the whole definition with a new document: JSON, or YAML with
+    ``Content-Type: application/yaml`` (as ``GET .../export`` gives it)."""
     pipeline = _editable(session, caller, pipeline_id)
-    services.apply_document(session, caller.account_id, validated(document, settings=settings), pipeline)
+    document = validated(_document_of(request, "application/json"), settings=settings)
+    services.apply_document(session, caller.account_id, document, pipeline)
     schedule_service.sync_pipeline_schedules(session, temporal, settings, pipeline)
     session.commit()
     return pipeline_public(pipeline)
