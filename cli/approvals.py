@@ -46,6 +46,7 @@ def approvals(ctx: typer.Context,
         return
     grid = output.table("run", "pipeline", "step", "status", "approvals", "requested", "expires")
     for g in page["data"]:
-        grid.add_row(f"{g['run_id']} (#{g['run_number']})", g["pipeline"], g["step_id"], g["status"],
+        grid.add_row(f"{g['run_id']} (#{g['run_number']})", output.plain(g["pipeline"]), output.plain(g["step_id"]),
+                     output.plain(g["status"]),
                      f"{g['approvals']}/{g['required']}", output.when(g["requested_at"]), output.when(g["expires_at"]))
     output.show(grid, "no approvals waiting on you")

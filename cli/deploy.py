@@ -23,8 +23,8 @@ def list_deployments(ctx: typer.Context, as_json: output.JsonOption = False) -> 
         return
     grid = output.table("id", "cluster", "service", "strategy", "status", "image", "created")
     for d in page["data"]:
-        grid.add_row(str(d["id"]), str(d["cluster_id"]), d["service"], d["strategy"], output.status_text(d["status"]),
-                     d.get("image") or "-", output.when(d["created_at"]))
+        grid.add_row(str(d["id"]), str(d["cluster_id"]), output.plain(d["service"]), output.plain(d["strategy"]),
+                     output.status_text(d["status"]), output.plain(d.get("image") or "-"), output.when(d["created_at"]))
     output.show(grid, "no deployments")
 
 
@@ -37,15 +37,29 @@ def deployment_status(ctx: typer.Context, deployment_id: DeploymentId, as_json: 
         output.print_json(d)
         return
     state: dict[str, Any] = d.get("state") or {}
-    output.fields([("deployment", d["id"]), ("service", f"{d['service']} on cluster {d['cluster_id']}"),
-                   ("strategy", d["strategy"]), ("status", output.status_text(d["status"])),
-                   ("image", d.get("image")), ("revision", d.get("revision")),
-                   ("step", d.get("current_step")), ("weight", state.get("weight")), ("error", d.get("error"))])
+    # names, images and errors are the API's text (an abort reason is typed by someone): never markup
+    output.fields([("deployment", d["id"]), ("service", f"{output.plain(d['service'])} on cluster {d['cluster_id']}"),
+                   ("strategy", output.plain(d["strategy"])), ("status", output.status_text(d["status"])),
+                   ("image", output.plain(d.get("image"))), ("revision", d.get("revision")),
+                   ("step", _step(d)), ("weight", state.get("weight")),
+                   ("error", output.plain(d.get("error")))])
     events = api.get(f"/swarm/deployments/{deployment_id}/events")
     grid = output.table("when", "event", "result")
     for e in events["data"]:
-        grid.add_row(output.when(e["created_at"]), e["event_type"], e.get("result") or "")
+        grid.add_row(output.when(e["created_at"]), output.plain(e["event_type"]), output.plain(e.get("result")))
     output.show(grid, "no events yet")
+
+
+def _step(d: dict[str, Any]) -> str | None:
+    """``2 of 2 (pause)``: the API's ``current_step`` is an index from 0 into the configured steps."""
+    index, steps = d.get("current_step"), (d.get("config") or {}).get("steps") or []
+    if index is None or not steps:
+        return None if index is None else str(index + 1)
+    if index >= len(steps):
+        return f"all {len(steps)} done"
+    step = steps[index]
+    kind = next(iter(step), "?") if isinstance(step, dict) else str(step)
+    return f"{index + 1} of {len(steps)} ({output.plain(kind)})"
 
 
 def _control(ctx: typer.Context, deployment_id: int, action: str, body: dict[str, Any], as_json: bool) -> None:

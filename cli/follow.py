@@ -28,7 +28,7 @@ def _steps_table(run: dict[str, Any]) -> Table:
     grid = output.table("step", "status", "attempts", "duration",
                         title=f"run {run['id']} (#{run.get('run_number')}) {run.get('status')}")
     for step in run.get("steps") or []:
-        grid.add_row(step["step_id"], output.status_text(step["status"]), str(step.get("attempts", 0)),
+        grid.add_row(output.plain(step["step_id"]), output.status_text(step["status"]), str(step.get("attempts", 0)),
                      output.seconds(output.step_duration(step)))
     return grid
 

@@ -20,8 +20,9 @@ def list_hosts(ctx: typer.Context, as_json: output.JsonOption = False) -> None:
         return
     grid = output.table("id", "name", "endpoint", "environment", "status", "containers", "images", "last sync")
     for h in page["data"]:
-        grid.add_row(str(h["id"]), h["name"], h["endpoint"], h["environment"], output.status_text(h["status"]),
-                     str(h["containers"]), str(h["images"]), output.when(h.get("last_synced_at")))
+        grid.add_row(str(h["id"]), output.plain(h["name"]), output.plain(h["endpoint"]), output.plain(h["environment"]),
+                     output.status_text(h["status"]), str(h["containers"]), str(h["images"]),
+                     output.when(h.get("last_synced_at")))
     output.show(grid, "no Docker hosts")
 
 
@@ -33,8 +34,10 @@ def show_host(ctx: typer.Context, host_id: Annotated[int, typer.Argument(metavar
     if as_json:
         output.print_json(h)
         return
-    output.fields([("host", f"{h['id']} {h['name']}"), ("endpoint", h["endpoint"]), ("environment", h["environment"]),
-                   ("status", output.status_text(h["status"])), ("auto sync", f"{h['auto_sync']} every "
-                                                                               f"{h['sync_interval_seconds']}s"),
-                   ("last sync", output.when(h.get("last_synced_at"))), ("last error", h.get("last_error")),
-                   ("containers", h["containers"]), ("images", h["images"]), ("temporal", h.get("temporal_ui_url"))])
+    # the name, endpoint and last error are the API's text: never markup
+    output.fields([("host", f"{h['id']} {output.plain(h['name'])}"), ("endpoint", output.plain(h["endpoint"])),
+                   ("environment", output.plain(h["environment"])), ("status", output.status_text(h["status"])),
+                   ("auto sync", f"{h['auto_sync']} every {h['sync_interval_seconds']}s"),
+                   ("last sync", output.when(h.get("last_synced_at"))), ("last error", output.plain(h.get("last_error"))),
+                   ("containers", h["containers"]), ("images", h["images"]),
+                   ("temporal", output.plain(h.get("temporal_ui_url")))])

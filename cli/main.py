@@ -25,7 +25,7 @@ class CliGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except (CliError, config.ConfigError) as exc:
-            output.err().print(f"[red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            output.err().print(f"[red]error:[/] {output.plain(exc)}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(getattr(exc, "exit_code", output.EXIT_FAILURE)) from None
 
 

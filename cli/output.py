@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Exit codes (README "Command line"): a run's outcome, so scripts and other CI can branch on it.
@@ -30,9 +31,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON a
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 STATUS_STYLES = {"success": "green", "completed": "green", "online": "green", "scheduled": "green", "connected": "green",
-                 "failure": "red", "failed": "red", "offline": "red", "unreachable": "red", "error": "red", "aborted": "red", "rolled_back": "red",
-                 "cancelled": "yellow", "paused": "yellow", "waiting_approval": "magenta", "pending": "dim",
-                 "queued": "dim", "skipped": "dim", "running": "cyan", "progressing": "cyan", "promoting": "cyan"}
+                 "failure": "red", "failed": "red", "offline": "red", "unreachable": "red", "disconnected": "red",
+                 "error": "red", "aborted": "red", "rolled_back": "red",
+                 "cancelled": "yellow", "paused": "yellow", "maintenance": "yellow", "waiting_approval": "magenta",
+                 "pending": "dim", "queued": "dim", "skipped": "dim",
+                 "running": "cyan", "progressing": "cyan", "promoting": "cyan"}
 
 
 def out() -> Console:
@@ -64,11 +67,17 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def plain(value: Any) -> str:
+    """A value from the API (a name, an image, an error, a reason someone typed) as literal text in
+    rich markup: ``[x]`` is shown as is, and ``[/x]`` does not raise rich's MarkupError."""
+    return "" if value is None else escape(str(value))
+
+
 def status_text(status: str | None) -> str:
     if not status:
         return ""
     style = STATUS_STYLES.get(status)
-    return f"[{style}]{status}[/]" if style else status
+    return f"[{style}]{plain(status)}[/]" if style else plain(status)
 
 
 def when(value: str | None) -> str:

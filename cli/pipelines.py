@@ -24,7 +24,7 @@ def list_pipelines(ctx: typer.Context, as_json: output.JsonOption = False,
         return
     grid = output.table("id", "name", "slug", "type", "active", "steps", "last run #")
     for p in page["data"]:
-        grid.add_row(str(p["id"]), p["name"], p["slug"], p["pipeline_type"], "yes" if p["is_active"] else "no",
+        grid.add_row(str(p["id"]), output.plain(p["name"]), output.plain(p["slug"]), output.plain(p["pipeline_type"]), "yes" if p["is_active"] else "no",
                      str(len(p["steps"])), str(p["last_run_number"]))
     output.show(grid, "no pipelines")
 
@@ -38,12 +38,13 @@ def show_pipeline(ctx: typer.Context, pipeline_id: Annotated[int, typer.Argument
         output.print_json(p)
         return
     inputs = ", ".join(f"{name} ({spec.get('type', 'string')})" for name, spec in (p.get("inputs") or {}).items())
-    output.fields([("id", p["id"]), ("name", p["name"]), ("slug", p["slug"]), ("type", p["pipeline_type"]),
-                   ("active", "yes" if p["is_active"] else "no"), ("triggers", ", ".join(p["triggers"])),
-                   ("inputs", inputs), ("timeout", f"{p['timeout_minutes']} min"), ("description", p["description"])])
+    output.fields([("id", p["id"]), ("name", output.plain(p["name"])), ("slug", output.plain(p["slug"])),
+                   ("type", output.plain(p["pipeline_type"])),
+                   ("active", "yes" if p["is_active"] else "no"), ("triggers", output.plain(", ".join(p["triggers"]))),
+                   ("inputs", output.plain(inputs)), ("timeout", f"{p['timeout_minutes']} min"), ("description", output.plain(p["description"]))])
     grid = output.table("#", "step", "type", "if", "approval")
     for s in p["steps"]:
-        grid.add_row(str(s["position"]), s["id"], s["type"], s.get("if") or "",
+        grid.add_row(str(s["position"]), output.plain(s["id"]), output.plain(s["type"]), output.plain(s.get("if") or ""),
                      "required" if s.get("requires_approval") else "")
     output.show(grid, "no steps")
 

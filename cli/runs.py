@@ -41,15 +41,15 @@ def show_run(ctx: typer.Context, run_id: RunId, as_json: output.JsonOption = Fal
         output.print_json(run)
         return
     output.fields([("run", f"{run['id']} (#{run['run_number']} of pipeline {run['pipeline_id']})"),
-                   ("status", output.status_text(run["status"])), ("trigger", run["trigger_type"]),
+                   ("status", output.status_text(run["status"])), ("trigger", output.plain(run["trigger_type"])),
                    ("started", output.when(run.get("started_at"))), ("finished", output.when(run.get("finished_at"))),
-                   ("duration", output.seconds(run.get("duration_seconds"))), ("error", run.get("error")),
-                   ("temporal", run.get("temporal_ui_url"))])
+                   ("duration", output.seconds(run.get("duration_seconds"))), ("error", output.plain(run.get("error"))),
+                   ("temporal", output.plain(run.get("temporal_ui_url")))])
     grid = output.table("step", "type", "status", "attempts", "duration", "outputs / error")
     for s in run.get("steps") or []:
         detail = s.get("error") or ", ".join(f"{k}={v}" for k, v in (s.get("outputs") or {}).items())
-        grid.add_row(s["step_id"], s["type"], output.status_text(s["status"]), str(s["attempts"]),
-                     output.seconds(output.step_duration(s)), detail)
+        grid.add_row(output.plain(s["step_id"]), output.plain(s["type"]), output.status_text(s["status"]),
+                     str(s["attempts"]), output.seconds(output.step_duration(s)), output.plain(detail))
     output.show(grid, "no steps")
 
 

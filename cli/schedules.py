@@ -24,7 +24,7 @@ def list_schedules(ctx: typer.Context,
     grid = output.table("id", "pipeline", "cron", "timezone", "state", "next fires (UTC)", "last run")
     for s in page["data"]:
         last = s.get("last_run")
-        grid.add_row(str(s["id"]), str(s["pipeline_id"]), s["cron"], s["timezone"],
+        grid.add_row(str(s["id"]), str(s["pipeline_id"]), output.plain(s["cron"]), output.plain(s["timezone"]),
                      output.status_text(s["temporal_state"]),
                      "\n".join(output.when(t) for t in s["next_run_times"][:3]) or "-",
                      f"{last['id']} {last['status']}" if last else "-")

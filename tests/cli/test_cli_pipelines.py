@@ -50,3 +50,22 @@ def test_import_list_and_trigger_wait_exit_with_the_run_outcome(stack, devops, t
     assert runs["count"] == 2 and {r["status"] for r in runs["data"]} == {"success"}
     shown = cli("runs", "show", str(run["id"]))
     assert shown.exit_code == 0 and "result=ok" in shown.stdout
+
+
+def test_names_and_expressions_with_brackets_are_printed_literally(stack, devops, tmp_path):
+    """API text is data, not rich markup: ``[/x]`` must neither crash nor vanish."""
+    acct = stack.account()
+    document = tmp_path / "brackets.yaml"
+    document.write_text("name: 'build [red]x[/red] [/oops]'\ndescription: '[bold]not bold[/bold]'\n"
+                        "steps:\n  - id: build\n    type: run_tests\n    if: \"${{ inputs.flags[0] == 'a' }}\"\n"
+                        "    with: {command: 'true'}\ninputs:\n  flags: {type: string, default: a}\n")
+    imported = devops(stack.url, acct.token, "pipelines", "import", str(document), "--json")
+    assert imported.exit_code == 0, imported.output
+    pipeline_id = json.loads(imported.stdout)["id"]
+    listed = devops(stack.url, acct.token, "pipelines", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "[red]x[/red]" in listed.stdout.replace("\n", "") or "[red]x" in listed.stdout, listed.stdout
+    shown = devops(stack.url, acct.token, "pipelines", "show", str(pipeline_id))
+    assert shown.exit_code == 0, shown.output
+    assert "[/oops]" in shown.stdout and "[bold]not bold[/bold]" in shown.stdout, shown.stdout
+    assert "flags[0]" in shown.stdout, shown.stdout
