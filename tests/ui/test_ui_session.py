@@ -106,6 +106,27 @@ def test_signing_out_clears_both_cookies(stack):
 
 
 @SQLITE_ONLY
+def test_revoking_the_token_ends_every_session_made_with_it(stack):
+    acct = stack.account()
+    made = acct.client.post("/tokens", json={"name": "browser"})
+    assert made.status_code == 201, made.text
+    token = made.json()
+    laptop, laptop_csrf = signed_in(stack, token["token"])
+    phone, _ = signed_in(stack, token["token"])
+    for client in (laptop, phone):
+        assert client.get("/api/v1/devops/users/me").status_code == 200
+    assert acct.client.delete(f"/tokens/{token['id']}").status_code == 204
+    for client in (laptop, phone):
+        assert client.get("/api/v1/devops/users/me").status_code == 401
+    refused = laptop.post("/api/v1/devops/pipelines", json=PIPELINE, headers={"X-CSRF-Token": laptop_csrf})
+    assert refused.status_code == 401
+    assert pipeline_names(acct) == []
+    # and a revoked token cannot sign in again
+    again = browser_client(stack).post("/ui/session", json={"token": token["token"]})
+    assert again.status_code == 401 and "set-cookie" not in again.headers
+
+
+@SQLITE_ONLY
 def test_a_form_sign_in_redirects_and_another_origin_is_refused(stack):
     acct = stack.account()
     client = browser_client(stack)
