@@ -215,6 +215,7 @@ function tailLog(runId, log, state, onEnd) {
       ended = true;
       close(); // or EventSource reconnects and gets `end` again
       state.replaceChildren("finished: ", statusBadge(data.status));
+      if (!log.childNodes.length) log.appendChild(h("span", { class: "log-empty" }, "No log lines were written."));
       onEnd(data).catch(() => {});
     },
   });
