@@ -35,7 +35,9 @@ export default async function render(root, params) {
     { label: "Schedule", cell: (s) => h("div", {},
       h("a", { href: `#/pipelines/${s.pipeline_id}` }, names.get(s.pipeline_id) || `pipeline ${s.pipeline_id}`),
       s.description ? h("div", { class: "muted" }, s.description) : null,
-      s.source === "document" ? h("div", { class: "muted" }, "from the pipeline document") : null) },
+      // a schedule kept by the pipeline document: say so once (its default description already does)
+      s.source === "document" && !(s.description || "").includes("pipeline document")
+        ? h("div", { class: "muted" }, "from the pipeline document") : null) },
     { label: "Cron", cell: (s) => h("span", { class: "cron" }, s.cron) },
     { label: "Time zone", cell: (s) => s.timezone },
     { label: "Next fires", cell: (s) => nextFires(s) },
